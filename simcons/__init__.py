@@ -1,0 +1,3 @@
+"""simcons: representational similarity of vision models and its consistency across datasets."""
+
+__version__ = "0.1.0"
