@@ -19,7 +19,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(database_url(os.environ.get("SIMCONS_DB") or config.get_main_option("sqlalchemy.url")))
+    engine = make_engine(
+        database_url(os.environ.get("SIMCONS_DB") or config.get_main_option("sqlalchemy.url"))
+    )
     with engine.begin() as conn:
         _run(conn)
     engine.dispose()

@@ -43,8 +43,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "model_attributes",
-        sa.Column("model_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "model_id",
+            sa.Integer(),
+            sa.ForeignKey("models.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("name", sa.String(255), primary_key=True),
         sa.Column("value", sa.String(255), nullable=False),
     )
@@ -63,8 +67,12 @@ def upgrade() -> None:
     op.create_table(
         "subsets",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("dataset_id", sa.Integer(), sa.ForeignKey("datasets.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "dataset_id",
+            sa.Integer(),
+            sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("split", sa.String(64), nullable=False),
         sa.Column("rule", sa.String(64), nullable=False),
         sa.Column("max_samples", sa.Integer()),
@@ -77,21 +85,34 @@ def upgrade() -> None:
     )
     op.create_table(
         "subset_members",
-        sa.Column("subset_id", sa.Integer(), sa.ForeignKey("subsets.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "subset_id",
+            sa.Integer(),
+            sa.ForeignKey("subsets.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("position", sa.Integer(), primary_key=True),
         sa.Column("sample_index", sa.Integer(), nullable=False),
     )
     op.create_table(
         "extraction_runs",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("model_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("dataset_id", sa.Integer(), sa.ForeignKey("datasets.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "model_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column(
+            "dataset_id",
+            sa.Integer(),
+            sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("split", sa.String(64), nullable=False),
-        sa.Column("subset_id", sa.Integer(), sa.ForeignKey("subsets.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "subset_id",
+            sa.Integer(),
+            sa.ForeignKey("subsets.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("layer", sa.String(255), nullable=False),
         sa.Column("token_rule", sa.String(16), nullable=False),
         sa.Column("preprocessing", sa.Text(), nullable=False),
@@ -106,8 +127,15 @@ def upgrade() -> None:
         sa.Column("n_samples", sa.Integer()),
         sa.Column("dim", sa.Integer()),
         sa.Column("dtype", sa.String(16)),
-        sa.UniqueConstraint("model_id", "dataset_id", "split", "subset_id", "layer", "token_rule",
-                            name="uq_extraction_runs"),
+        sa.UniqueConstraint(
+            "model_id",
+            "dataset_id",
+            "split",
+            "subset_id",
+            "layer",
+            "token_rule",
+            name="uq_extraction_runs",
+        ),
         sa.CheckConstraint("status IN ('running', 'done', 'failed')", name="ck_extraction_status"),
     )
     op.create_table(
@@ -120,36 +148,64 @@ def upgrade() -> None:
     op.create_table(
         "pair_similarities",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("dataset_id", sa.Integer(), sa.ForeignKey("datasets.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("metric_id", sa.Integer(), sa.ForeignKey("metrics.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("model_a_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("model_b_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "dataset_id",
+            sa.Integer(),
+            sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "metric_id",
+            sa.Integer(),
+            sa.ForeignKey("metrics.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "model_a_id",
+            sa.Integer(),
+            sa.ForeignKey("models.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "model_b_id",
+            sa.Integer(),
+            sa.ForeignKey("models.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("value", F64, nullable=False),
         sa.Column("n_samples", sa.Integer()),
         sa.Column("subset_id", sa.Integer(), sa.ForeignKey("subsets.id", ondelete="SET NULL")),
-        sa.Column("extraction_a_id", sa.Integer(),
-                  sa.ForeignKey("extraction_runs.id", ondelete="SET NULL")),
-        sa.Column("extraction_b_id", sa.Integer(),
-                  sa.ForeignKey("extraction_runs.id", ondelete="SET NULL")),
+        sa.Column(
+            "extraction_a_id",
+            sa.Integer(),
+            sa.ForeignKey("extraction_runs.id", ondelete="SET NULL"),
+        ),
+        sa.Column(
+            "extraction_b_id",
+            sa.Integer(),
+            sa.ForeignKey("extraction_runs.id", ondelete="SET NULL"),
+        ),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("software_version", sa.String(64)),
         sa.Column("computed_at", sa.DateTime(), server_default=sa.func.now(), nullable=False),
         sa.UniqueConstraint("dataset_id", "metric_id", "model_a_id", "model_b_id", name="uq_pairs"),
         sa.CheckConstraint("model_a_id < model_b_id", name="ck_pairs_ordered"),
     )
-    op.create_index("ix_pairs_metric_models", "pair_similarities",
-                    ["metric_id", "model_a_id", "model_b_id"])
+    op.create_index(
+        "ix_pairs_metric_models", "pair_similarities", ["metric_id", "model_a_id", "model_b_id"]
+    )
     op.create_table(
         "probe_results",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("model_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"),
-                  nullable=False),
-        sa.Column("dataset_id", sa.Integer(), sa.ForeignKey("datasets.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "model_id", sa.Integer(), sa.ForeignKey("models.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column(
+            "dataset_id",
+            sa.Integer(),
+            sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("seed", sa.Integer(), nullable=False),
         sa.Column("learning_rate", F64, nullable=False),
         sa.Column("weight_decay", F64, nullable=False),
@@ -162,10 +218,16 @@ def upgrade() -> None:
         sa.Column("n_test", sa.Integer(), nullable=False),
         sa.Column("seconds", F64),
         sa.Column("config", sa.Text(), nullable=False),
-        sa.Column("train_extraction_id", sa.Integer(),
-                  sa.ForeignKey("extraction_runs.id", ondelete="SET NULL")),
-        sa.Column("test_extraction_id", sa.Integer(),
-                  sa.ForeignKey("extraction_runs.id", ondelete="SET NULL")),
+        sa.Column(
+            "train_extraction_id",
+            sa.Integer(),
+            sa.ForeignKey("extraction_runs.id", ondelete="SET NULL"),
+        ),
+        sa.Column(
+            "test_extraction_id",
+            sa.Integer(),
+            sa.ForeignKey("extraction_runs.id", ondelete="SET NULL"),
+        ),
         sa.Column("computed_at", sa.DateTime(), server_default=sa.func.now(), nullable=False),
         sa.UniqueConstraint("model_id", "dataset_id", "seed", name="uq_probe_results"),
     )
@@ -176,6 +238,15 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in reversed(list(VIEWS)):
         op.execute(f"DROP VIEW IF EXISTS {name}")
-    for table in ("probe_results", "pair_similarities", "metrics", "extraction_runs",
-                  "subset_members", "subsets", "datasets", "model_attributes", "models"):
+    for table in (
+        "probe_results",
+        "pair_similarities",
+        "metrics",
+        "extraction_runs",
+        "subset_members",
+        "subsets",
+        "datasets",
+        "model_attributes",
+        "models",
+    ):
         op.drop_table(table)

@@ -15,8 +15,15 @@ from simcons.catalog.specs import CORE_ATTRIBUTES, Catalog, CatalogError, Datase
 BUILTIN = ("paper", "demo")
 
 _MODEL_FIELDS = {
-    "key", "loader", "model_name", "module_name", "token_rule", "loader_params",
-    "embedding_dim", "n_params", "attributes",
+    "key",
+    "loader",
+    "model_name",
+    "module_name",
+    "token_rule",
+    "loader_params",
+    "embedding_dim",
+    "n_params",
+    "attributes",
 }
 _DATASET_FIELDS = {"key", "name", "category", "source", "params", "benchmark"}
 _PAPER_TOKEN = {"cls_token": "cls", "avg_pool": "avg", "": "none"}
@@ -26,14 +33,16 @@ def builtin_catalog(name: str) -> Catalog:
     """Return a catalog shipped inside the package: `paper` (64 models, 23 datasets) or `demo`."""
     data = resources.files("simcons.catalog") / "data"
     if name == "paper":
-        with resources.as_file(data / "paper_models.csv") as m, resources.as_file(
-            data / "paper_datasets.csv"
-        ) as d:
+        with (
+            resources.as_file(data / "paper_models.csv") as m,
+            resources.as_file(data / "paper_datasets.csv") as d,
+        ):
             return Catalog(models=tuple(read_models_csv(m)), datasets=tuple(read_datasets_csv(d)))
     if name == "demo":
-        with resources.as_file(data / "demo_models.yaml") as m, resources.as_file(
-            data / "demo_datasets.yaml"
-        ) as d:
+        with (
+            resources.as_file(data / "demo_models.yaml") as m,
+            resources.as_file(data / "demo_datasets.yaml") as d,
+        ):
             return Catalog(models=read_yaml(m).models, datasets=read_yaml(d).datasets)
     raise CatalogError(f"unknown built-in catalog {name!r}; use one of {', '.join(BUILTIN)}")
 
@@ -45,7 +54,8 @@ def read_catalog(source: str | Path) -> Catalog:
     path = Path(source)
     if not path.exists():
         raise CatalogError(
-            f"catalog {str(source)!r} is neither a file nor a built-in catalog ({', '.join(BUILTIN)})"
+            f"catalog {str(source)!r} is neither a file nor a built-in catalog "
+            f"({', '.join(BUILTIN)})"
         )
     if path.suffix.lower() in (".yaml", ".yml"):
         return read_yaml(path)
@@ -102,7 +112,9 @@ def model_from_mapping(row: dict[str, Any], where: str) -> ModelSpec:
     if missing:
         raise CatalogError(f"{where}: model {key or '?'} lacks {', '.join(missing)}")
     attributes = dict(row.get("attributes") or {})
-    attributes.update({k: v for k, v in row.items() if k not in _MODEL_FIELDS and v not in (None, "")})
+    attributes.update(
+        {k: v for k, v in row.items() if k not in _MODEL_FIELDS and v not in (None, "")}
+    )
     return ModelSpec(
         key=key,
         loader=str(row["loader"]),
@@ -162,7 +174,7 @@ def _paper_dataset(row: dict[str, str]) -> dict[str, Any]:
     key = row["key"]
     if key.startswith("wds/"):
         # clip_benchmark names its shard folders wds_<name> with '/' turned into '-'.
-        folder = "wds_" + key[len("wds/"):].replace("/", "-")
+        folder = "wds_" + key[len("wds/") :].replace("/", "-")
         return {**row, "source": "wds", "params": {"path": folder}}
     return {**row, "source": "imagefolder", "params": {"path": key}}
 
@@ -175,7 +187,9 @@ def _json_field(value: Any, what: str) -> dict[str, Any]:
     try:
         parsed = json.loads(value)
     except (TypeError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"{what}: not valid JSON ({exc}); write it as {{\"name\": value}}") from exc
+        raise CatalogError(
+            f'{what}: not valid JSON ({exc}); write it as {{"name": value}}'
+        ) from exc
     if not isinstance(parsed, dict):
         raise CatalogError(f"{what}: expected a JSON object, got {type(parsed).__name__}")
     return parsed

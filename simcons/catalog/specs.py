@@ -48,7 +48,8 @@ class ModelSpec:
             raise CatalogError("a model entry has an empty key; give every model a unique key")
         if self.loader not in LOADERS:
             raise CatalogError(
-                f"model {self.key!r}: unknown loader {self.loader!r}; use one of {', '.join(LOADERS)}"
+                f"model {self.key!r}: unknown loader {self.loader!r}; "
+                f"use one of {', '.join(LOADERS)}"
             )
         if self.token_rule not in TOKEN_RULES:
             raise CatalogError(

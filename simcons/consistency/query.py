@@ -81,22 +81,32 @@ class Consistency:
         rho = self.table["rho"].dropna().to_numpy(dtype=float)
         stats = _describe(rho)
         return {
-            "theta": self.theta.label, "phi": self.phi.label, "metric": self.metric,
-            "method": self.method, "dataset_pairs": int(rho.size),
-            "model_pairs": int(self.table["n_pairs"].max()) if len(self.table) else 0, **stats,
+            "theta": self.theta.label,
+            "phi": self.phi.label,
+            "metric": self.metric,
+            "method": self.method,
+            "dataset_pairs": int(rho.size),
+            "model_pairs": int(self.table["n_pairs"].max()) if len(self.table) else 0,
+            **stats,
         }
 
 
 def consistency(
-    store: ResultStore, theta: ModelSet, phi: ModelSet, metric: str, *,
-    datasets: Sequence[str] | None = None, method: str = "pearson",
+    store: ResultStore,
+    theta: ModelSet,
+    phi: ModelSet,
+    metric: str,
+    *,
+    datasets: Sequence[str] | None = None,
+    method: str = "pearson",
 ) -> Consistency:
     """Compute R(Theta, Phi) in SQL: rho of every pair of datasets that both hold the pairs."""
     if method not in METHODS:
         raise StoreError(f"unknown correlation {method!r}; use one of {', '.join(METHODS)}")
     if metric not in store.metric_slugs():
         raise StoreError(
-            f"no pairs stored for metric {metric!r}; stored: {', '.join(store.metric_slugs()) or 'none'}"
+            f"no pairs stored for metric {metric!r}; "
+            f"stored: {', '.join(store.metric_slugs()) or 'none'}"
         )
     sql, params = _statement(theta, phi, metric, datasets, method)
     columns, rows = store.query(sql, params)
@@ -106,8 +116,12 @@ def consistency(
 
 
 def consistency_by(
-    store: ResultStore, sets: list[ModelSet], metric: str, *,
-    datasets: Sequence[str] | None = None, method: str = "pearson",
+    store: ResultStore,
+    sets: list[ModelSet],
+    metric: str,
+    *,
+    datasets: Sequence[str] | None = None,
+    method: str = "pearson",
 ) -> list[Consistency]:
     """R for every unordered pair of the given sets (each with itself too); tiny sets skipped."""
     results = []
@@ -142,8 +156,11 @@ def _describe(rho: np.ndarray) -> dict[str, float]:
     if rho.size == 0:
         return {k: float("nan") for k in ("median", "mean", "std", "q25", "q75", "min", "max")}
     return {
-        "median": float(np.median(rho)), "mean": float(rho.mean()),
+        "median": float(np.median(rho)),
+        "mean": float(rho.mean()),
         "std": float(rho.std(ddof=1)) if rho.size > 1 else float("nan"),
-        "q25": float(np.quantile(rho, 0.25)), "q75": float(np.quantile(rho, 0.75)),
-        "min": float(rho.min()), "max": float(rho.max()),
+        "q25": float(np.quantile(rho, 0.25)),
+        "q75": float(np.quantile(rho, 0.75)),
+        "min": float(rho.min()),
+        "max": float(rho.max()),
     }

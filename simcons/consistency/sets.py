@@ -21,7 +21,7 @@ def parse_set(store: ResultStore, text: str) -> ModelSet:
     if text == "all":
         return ModelSet("all", tuple(m.key for m in store.models()))
     if text.startswith("models:"):
-        return _explicit(store, text, text[len("models:"):])
+        return _explicit(store, text, text[len("models:") :])
     if "=" in text:
         filters = _filters(text)
         keys = store.models_where(filters)
@@ -37,9 +37,7 @@ def sets_by_attribute(store: ResultStore, attribute: str) -> list[ModelSet]:
     if not values:
         known = ", ".join(store.attribute_names()) or "none"
         raise StoreError(f"no model has attribute {attribute!r}; attributes stored: {known}")
-    return [
-        ModelSet(f"{attribute}={v}", tuple(store.models_where({attribute: v}))) for v in values
-    ]
+    return [ModelSet(f"{attribute}={v}", tuple(store.models_where({attribute: v}))) for v in values]
 
 
 def set_pairs(sets: list[ModelSet]) -> list[tuple[ModelSet, ModelSet]]:
@@ -70,9 +68,13 @@ def _no_match(store: ResultStore, filters: dict[str, str]) -> str:
     for name, value in filters.items():
         values = store.attribute_values(name)
         if not values:
-            hints.append(f"no model has attribute {name!r} (known: {', '.join(store.attribute_names())})")
+            hints.append(
+                f"no model has attribute {name!r} (known: {', '.join(store.attribute_names())})"
+            )
         elif value not in values:
             hints.append(f"{name} takes {', '.join(values)}; not {value!r}")
-    return "no model matches " + ", ".join(f"{k}={v}" for k, v in filters.items()) + (
-        "; " + "; ".join(hints) if hints else ""
+    return (
+        "no model matches "
+        + ", ".join(f"{k}={v}" for k, v in filters.items())
+        + ("; " + "; ".join(hints) if hints else "")
     )

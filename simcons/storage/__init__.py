@@ -13,7 +13,19 @@ from simcons.storage.records import (
 from simcons.storage.store import ResultStore, fingerprint
 
 __all__ = [
-    "ExtractionInfo", "ExtractionRecord", "PairValue", "ProbeValue", "ResultStore", "SchemaError",
-    "StoreError", "SubsetRecord", "check_schema", "current_revision", "data_dir", "database_url",
-    "fingerprint", "head_revision", "make_engine",
+    "ExtractionInfo",
+    "ExtractionRecord",
+    "PairValue",
+    "ProbeValue",
+    "ResultStore",
+    "SchemaError",
+    "StoreError",
+    "SubsetRecord",
+    "check_schema",
+    "current_revision",
+    "data_dir",
+    "database_url",
+    "fingerprint",
+    "head_revision",
+    "make_engine",
 ]

@@ -16,7 +16,7 @@ _UPGRADE_LOCK = 7_301_925_164
 
 
 class SchemaError(RuntimeError):
-    """The store is missing or at another schema revision; the message says which command fixes it."""
+    """The store is missing or at another revision; the message names the command that fixes it."""
 
 
 def migrations_dir() -> Path:

@@ -48,10 +48,12 @@ class ModelRow(Base):
 
 
 class ModelAttributeRow(Base):
-    """One attribute of a model (objective, architecture, ...): a name-value row, open to new names."""
+    """One attribute of a model (objective, architecture, ...): name-value rows, open to new names."""
 
     __tablename__ = "model_attributes"
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(KEY), primary_key=True)
     value: Mapped[str] = mapped_column(String(KEY))
     model: Mapped[ModelRow] = relationship(back_populates="attributes")
@@ -96,7 +98,9 @@ class SubsetMemberRow(Base):
     """One stored index of a subset, in the order the features are stored."""
 
     __tablename__ = "subset_members"
-    subset_id: Mapped[int] = mapped_column(ForeignKey("subsets.id", ondelete="CASCADE"), primary_key=True)
+    subset_id: Mapped[int] = mapped_column(
+        ForeignKey("subsets.id", ondelete="CASCADE"), primary_key=True
+    )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     sample_index: Mapped[int] = mapped_column(Integer)
 
@@ -126,7 +130,12 @@ class ExtractionRow(Base):
     dtype: Mapped[str | None] = mapped_column(String(16))
     __table_args__ = (
         UniqueConstraint(
-            "model_id", "dataset_id", "split", "subset_id", "layer", "token_rule",
+            "model_id",
+            "dataset_id",
+            "split",
+            "subset_id",
+            "layer",
+            "token_rule",
             name="uq_extraction_runs",
         ),
         CheckConstraint("status IN ('running', 'done', 'failed')", name="ck_extraction_status"),
@@ -199,6 +208,4 @@ class ProbeResultRow(Base):
         ForeignKey("extraction_runs.id", ondelete="SET NULL")
     )
     computed_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
-    __table_args__ = (
-        UniqueConstraint("model_id", "dataset_id", "seed", name="uq_probe_results"),
-    )
+    __table_args__ = (UniqueConstraint("model_id", "dataset_id", "seed", name="uq_probe_results"),)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, TextClause, UniqueConstraint, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from simcons import __version__
@@ -182,14 +182,21 @@ class ResultStore:
             ds = _dataset_row(s, dataset)
             row = s.scalar(
                 select(SubsetRow).where(
-                    SubsetRow.dataset_id == ds.id, SubsetRow.split == split,
+                    SubsetRow.dataset_id == ds.id,
+                    SubsetRow.split == split,
                     SubsetRow.fingerprint == fp,
                 )
             )
             if row is None:
                 row = SubsetRow(
-                    dataset_id=ds.id, split=split, rule=rule, max_samples=max_samples,
-                    per_class=per_class, seed=seed, n_samples=len(indices), fingerprint=fp,
+                    dataset_id=ds.id,
+                    split=split,
+                    rule=rule,
+                    max_samples=max_samples,
+                    per_class=per_class,
+                    seed=seed,
+                    n_samples=len(indices),
+                    fingerprint=fp,
                 )
                 s.add(row)
                 s.flush()
@@ -221,19 +228,22 @@ class ResultStore:
             return None if row is None else _extraction_record(s, row)
 
     def start_extraction(self, model: str, dataset: str, split: str, subset_id: int) -> int:
-        """Mark an extraction as running (new, or retrying a failed/stale one); returns its id."""
+        """Mark an extraction as running (new, or redoing an earlier run); returns its id."""
         with self._session() as s:
             m = _model_row(s, model)
             row = _extraction_row(s, model, dataset, split, subset_id)
             if row is None:
                 row = ExtractionRow(
-                    model_id=m.id, dataset_id=_dataset_row(s, dataset).id, split=split,
-                    subset_id=subset_id, layer=m.module_name, token_rule=m.token_rule,
-                    preprocessing="{}", package_versions="{}",
+                    model_id=m.id,
+                    dataset_id=_dataset_row(s, dataset).id,
+                    split=split,
+                    subset_id=subset_id,
+                    layer=m.module_name,
+                    token_rule=m.token_rule,
+                    preprocessing="{}",
+                    package_versions="{}",
                 )
                 s.add(row)
-            elif row.status == "done":
-                raise StoreError(f"extraction {model} x {dataset} [{split}] is already done")
             row.status, row.error, row.started_at, row.finished_at = "running", None, _now(), None
             s.flush()
             return row.id
@@ -245,7 +255,10 @@ class ResultStore:
             if row is None:
                 raise StoreError(f"no extraction run with id {extraction_id}")
             row.path, row.n_samples, row.dim, row.dtype = (
-                info.path, info.n_samples, info.dim, info.dtype,
+                info.path,
+                info.n_samples,
+                info.dim,
+                info.dtype,
             )
             row.preprocessing = json.dumps(info.preprocessing, sort_keys=True)
             row.weights_source, row.weights_sha256 = info.weights_source, info.weights_sha256
@@ -280,7 +293,9 @@ class ResultStore:
         with self._session() as s:
             row = s.scalar(select(MetricRow).where(MetricRow.slug == slug))
             if row is None:
-                row = MetricRow(slug=slug, kind=kind, parameters=json.dumps(parameters, sort_keys=True))
+                row = MetricRow(
+                    slug=slug, kind=kind, parameters=json.dumps(parameters, sort_keys=True)
+                )
                 s.add(row)
                 s.flush()
             return row.id
@@ -291,25 +306,39 @@ class ResultStore:
             return list(s.scalars(select(MetricRow.slug).order_by(MetricRow.slug)))
 
     def upsert_pairs(
-        self, dataset: str, metric: str, pairs: Iterable[PairValue], *,
-        subset_id: int | None = None, source: str = "computed",
+        self,
+        dataset: str,
+        metric: str,
+        pairs: Iterable[PairValue],
+        *,
+        subset_id: int | None = None,
+        source: str = "computed",
     ) -> int:
-        """Store pair similarities once per unordered pair, replacing earlier values; returns count."""
+        """Store similarities once per unordered pair, replacing earlier values; returns the count."""
         with self._session() as s:
             ds = _dataset_row(s, dataset)
             metric_id = _metric_id(s, metric)
             ids = {k: i for k, i in s.execute(select(ModelRow.key, ModelRow.id))}
-            rows = [
-                _pair_row(p, ids, ds.id, metric_id, subset_id, source) for p in pairs
-            ]
+            rows = [_pair_row(p, ids, ds.id, metric_id, subset_id, source) for p in pairs]
             table = PairSimilarityRow.__table__
             for start in range(0, len(rows), _CHUNK):
                 stmt = _insert(s)(table).values(rows[start : start + _CHUNK])
-                update = {c: stmt.excluded[c] for c in (
-                    "value", "n_samples", "subset_id", "extraction_a_id", "extraction_b_id",
-                    "source", "software_version", "computed_at",
-                )}
-                s.execute(stmt.on_conflict_do_update(index_elements=_unique_columns(table), set_=update))
+                update = {
+                    c: stmt.excluded[c]
+                    for c in (
+                        "value",
+                        "n_samples",
+                        "subset_id",
+                        "extraction_a_id",
+                        "extraction_b_id",
+                        "source",
+                        "software_version",
+                        "computed_at",
+                    )
+                }
+                s.execute(
+                    stmt.on_conflict_do_update(index_elements=_unique_columns(table), set_=update)
+                )
             return len(rows)
 
     def pair_values(self, dataset: str, metric: str) -> dict[tuple[str, str], float]:
@@ -342,29 +371,42 @@ class ResultStore:
             row = {
                 "model_id": _model_row(s, probe.model).id,
                 "dataset_id": _dataset_row(s, probe.dataset).id,
-                "seed": probe.seed, "learning_rate": probe.learning_rate,
-                "weight_decay": probe.weight_decay, "val_top1": probe.val_top1,
-                "test_top1": probe.test_top1, "test_top5": probe.test_top5,
-                "test_balanced_acc": probe.test_balanced_acc, "n_classes": probe.n_classes,
-                "n_train": probe.n_train, "n_test": probe.n_test, "seconds": probe.seconds,
+                "seed": probe.seed,
+                "learning_rate": probe.learning_rate,
+                "weight_decay": probe.weight_decay,
+                "val_top1": probe.val_top1,
+                "test_top1": probe.test_top1,
+                "test_top5": probe.test_top5,
+                "test_balanced_acc": probe.test_balanced_acc,
+                "n_classes": probe.n_classes,
+                "n_train": probe.n_train,
+                "n_test": probe.n_test,
+                "seconds": probe.seconds,
                 "config": json.dumps(probe.config, sort_keys=True),
                 "train_extraction_id": probe.train_extraction,
-                "test_extraction_id": probe.test_extraction, "computed_at": _now(),
+                "test_extraction_id": probe.test_extraction,
+                "computed_at": _now(),
             }
             table = ProbeResultRow.__table__
             stmt = _insert(s)(table).values([row])
-            update = {k: stmt.excluded[k] for k in row if k not in ("model_id", "dataset_id", "seed")}
-            s.execute(stmt.on_conflict_do_update(index_elements=_unique_columns(table), set_=update))
+            update = {
+                k: stmt.excluded[k] for k in row if k not in ("model_id", "dataset_id", "seed")
+            }
+            s.execute(
+                stmt.on_conflict_do_update(index_elements=_unique_columns(table), set_=update)
+            )
 
     def probe_seeds(self, model: str, dataset: str) -> list[int]:
         """Seeds already probed for this model and dataset."""
         with self._session() as s:
             return list(
                 s.scalars(
-                    select(ProbeResultRow.seed).where(
+                    select(ProbeResultRow.seed)
+                    .where(
                         ProbeResultRow.model_id == _model_row(s, model).id,
                         ProbeResultRow.dataset_id == _dataset_row(s, dataset).id,
-                    ).order_by(ProbeResultRow.seed)
+                    )
+                    .order_by(ProbeResultRow.seed)
                 )
             )
 
@@ -378,14 +420,14 @@ class ResultStore:
         with self.engine.connect() as conn:
             try:
                 result = conn.execute(statement, params or {})
-            except (OperationalError, ProgrammingError) as exc:
+            except DBAPIError as exc:
                 raise StoreError(_sql_message(exc)) from exc
             if not result.returns_rows:
                 return [], []
             return list(result.keys()), [tuple(r) for r in result]
 
 
-# ---- helpers (module-private, take an open session) -----------------------------------------------
+# ---- helpers (module-private, take an open session) ---------------------------------------
 
 
 def _insert(s: Session):  # noqa: ANN202 - a dialect's insert()
@@ -401,8 +443,12 @@ def _unique_columns(table: Table) -> list[str]:
 
 
 def _pair_row(
-    p: PairValue, ids: dict[str, int], dataset_id: int, metric_id: int,
-    subset_id: int | None, source: str,
+    p: PairValue,
+    ids: dict[str, int],
+    dataset_id: int,
+    metric_id: int,
+    subset_id: int | None,
+    source: str,
 ) -> dict[str, Any]:
     for key in (p.model_a, p.model_b):
         if key not in ids:
@@ -413,10 +459,18 @@ def _pair_row(
     if a > b:
         a, b, ea, eb = b, a, eb, ea
     return {
-        "dataset_id": dataset_id, "metric_id": metric_id, "model_a_id": a, "model_b_id": b,
-        "value": float(p.value), "n_samples": p.n_samples, "subset_id": subset_id,
-        "extraction_a_id": ea, "extraction_b_id": eb, "source": source,
-        "software_version": __version__, "computed_at": _now(),
+        "dataset_id": dataset_id,
+        "metric_id": metric_id,
+        "model_a_id": a,
+        "model_b_id": b,
+        "value": float(p.value),
+        "n_samples": p.n_samples,
+        "subset_id": subset_id,
+        "extraction_a_id": ea,
+        "extraction_b_id": eb,
+        "source": source,
+        "software_version": __version__,
+        "computed_at": _now(),
     }
 
 
@@ -464,48 +518,76 @@ def _extraction_row(
         select(ExtractionRow).where(
             ExtractionRow.model_id == m.id,
             ExtractionRow.dataset_id == _dataset_row(s, dataset).id,
-            ExtractionRow.split == split, ExtractionRow.subset_id == subset_id,
-            ExtractionRow.layer == m.module_name, ExtractionRow.token_rule == m.token_rule,
+            ExtractionRow.split == split,
+            ExtractionRow.subset_id == subset_id,
+            ExtractionRow.layer == m.module_name,
+            ExtractionRow.token_rule == m.token_rule,
         )
     )
 
 
 def _model_spec(row: ModelRow) -> ModelSpec:
     return ModelSpec(
-        key=row.key, loader=row.loader, model_name=row.model_name, module_name=row.module_name,
-        token_rule=row.token_rule, loader_params=json.loads(row.loader_params),
+        key=row.key,
+        loader=row.loader,
+        model_name=row.model_name,
+        module_name=row.module_name,
+        token_rule=row.token_rule,
+        loader_params=json.loads(row.loader_params),
         attributes={a.name: a.value for a in row.attributes},
-        embedding_dim=row.embedding_dim, n_params=row.n_params,
+        embedding_dim=row.embedding_dim,
+        n_params=row.n_params,
     )
 
 
 def _dataset_spec(row: DatasetRow) -> DatasetSpec:
     return DatasetSpec(
-        key=row.key, name=row.name, category=row.category, source=row.source,
-        params=json.loads(row.params), benchmark=row.benchmark,
+        key=row.key,
+        name=row.name,
+        category=row.category,
+        source=row.source,
+        params=json.loads(row.params),
+        benchmark=row.benchmark,
     )
 
 
 def _subset_record(row: SubsetRow, dataset: str) -> SubsetRecord:
     return SubsetRecord(
-        id=row.id, dataset=dataset, split=row.split, rule=row.rule, max_samples=row.max_samples,
-        per_class=row.per_class, seed=row.seed, n_samples=row.n_samples,
+        id=row.id,
+        dataset=dataset,
+        split=row.split,
+        rule=row.rule,
+        max_samples=row.max_samples,
+        per_class=row.per_class,
+        seed=row.seed,
+        n_samples=row.n_samples,
         fingerprint=row.fingerprint,
     )
 
 
 def _extraction_record(s: Session, row: ExtractionRow) -> ExtractionRecord:
     return ExtractionRecord(
-        id=row.id, model=s.get(ModelRow, row.model_id).key,
-        dataset=s.get(DatasetRow, row.dataset_id).key, split=row.split,
-        subset_id=row.subset_id, layer=row.layer, token_rule=row.token_rule, status=row.status,
-        path=row.path, n_samples=row.n_samples, dim=row.dim, dtype=row.dtype, error=row.error,
-        started_at=row.started_at, finished_at=row.finished_at,
+        id=row.id,
+        model=s.get(ModelRow, row.model_id).key,
+        dataset=s.get(DatasetRow, row.dataset_id).key,
+        split=row.split,
+        subset_id=row.subset_id,
+        layer=row.layer,
+        token_rule=row.token_rule,
+        status=row.status,
+        path=row.path,
+        n_samples=row.n_samples,
+        dim=row.dim,
+        dtype=row.dtype,
+        error=row.error,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
     )
 
 
 def _sql_message(exc: Exception) -> str:
     msg = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-    if "readonly" in msg.replace(" ", "").lower() or "read-only" in msg.lower():
+    flat = msg.replace(" ", "").replace("-", "").lower()
+    if "readonly" in flat:
         return f"simcons sql opens the store read-only and cannot change it ({msg})"
     return f"SQL error: {msg}"

@@ -1,4 +1,4 @@
-"""SQL views that join pairs and probes with both models' attributes (portable SQLite/PostgreSQL)."""
+"""SQL views joining pairs and probes with both models' attributes (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from simcons.catalog.specs import CORE_ATTRIBUTES
 
 def _pivot(alias: str) -> str:
     return ",\n  ".join(
-        f"MAX(CASE WHEN {alias}.name = '{a}' THEN {alias}.value END) AS {a}" for a in CORE_ATTRIBUTES
+        f"MAX(CASE WHEN {alias}.name = '{a}' THEN {alias}.value END) AS {a}"
+        for a in CORE_ATTRIBUTES
     )
 
 

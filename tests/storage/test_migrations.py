@@ -16,12 +16,24 @@ from simcons.storage.views import VIEWS
 
 def _seed(url: str) -> None:
     st = ResultStore(url)
-    st.upsert_models([
-        ModelSpec(key="m1", loader="timm", model_name="resnet18", module_name="global_pool",
-                  attributes={"objective": "Supervised"}),
-        ModelSpec(key="m2", loader="timm", model_name="resnet34", module_name="global_pool",
-                  attributes={"objective": "Self-Supervised"}),
-    ])
+    st.upsert_models(
+        [
+            ModelSpec(
+                key="m1",
+                loader="timm",
+                model_name="resnet18",
+                module_name="global_pool",
+                attributes={"objective": "Supervised"},
+            ),
+            ModelSpec(
+                key="m2",
+                loader="timm",
+                model_name="resnet34",
+                module_name="global_pool",
+                attributes={"objective": "Self-Supervised"},
+            ),
+        ]
+    )
     st.upsert_datasets([DatasetSpec(key="d1", name="D1", category="c", source="demo")])
     st.ensure_metric("cka_kernel_linear_unbiased", "cka", {})
     st.upsert_pairs("d1", "cka_kernel_linear_unbiased", [PairValue("m1", "m2", 0.25)])
@@ -34,8 +46,17 @@ def test_empty_database_upgrades_to_head(db_url):
     upgrade(engine)
     assert current_revision(engine) == head_revision()
     names = set(inspect(engine).get_table_names())
-    assert {"models", "model_attributes", "datasets", "subsets", "subset_members",
-            "extraction_runs", "metrics", "pair_similarities", "probe_results"} <= names
+    assert {
+        "models",
+        "model_attributes",
+        "datasets",
+        "subsets",
+        "subset_members",
+        "extraction_runs",
+        "metrics",
+        "pair_similarities",
+        "probe_results",
+    } <= names
     assert set(VIEWS) <= set(inspect(engine).get_view_names())
     engine.dispose()
 
@@ -44,8 +65,9 @@ def test_orm_matches_head_revision(db_url):
     engine = make_engine(db_url)
     upgrade(engine)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}),
-                                Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata
+        )
     engine.dispose()
     assert diff == []
 

@@ -1,0 +1,550 @@
+"""The `simcons` command line: store, ingest, extraction, similarity, consistency, SQL."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from simcons import __version__
+from simcons.catalog import CatalogError
+from simcons.storage import (
+    ResultStore,
+    SchemaError,
+    StoreError,
+    data_dir,
+    database_url,
+    make_engine,
+    migrate,
+)
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CatalogError,
+    SchemaError,
+    StoreError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+class Env:
+    """What every command needs: the data folder and the database URL."""
+
+    def __init__(self, db: str | None, home: str | None, datasets_root: str | None) -> None:
+        self.home = data_dir(home)
+        self.url = database_url(db, self.home)
+        self.datasets_root = Path(datasets_root).resolve() if datasets_root else None
+
+    def store(self, *, read_only: bool = False) -> ResultStore:
+        """Open the store, checking its schema revision."""
+        return ResultStore(self.url, read_only=read_only)
+
+    def context(self, store: ResultStore, device: str, progress: bool = True):  # noqa: ANN201
+        """A workflow context on this store."""
+        from simcons.workflow import Context
+
+        return Context(
+            store=store,
+            home=self.home,
+            datasets_root=self.datasets_root,
+            device=resolve_device(device),
+            progress=progress,
+        )
+
+
+def resolve_device(device: str) -> str:
+    """`auto` means CUDA when there is one, else the CPU; an explicit CUDA device must exist."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.UsageError(f"--device {device}: no CUDA device here; use --device cpu")
+    return device
+
+
+class SimconsGroup(click.Group):
+    """A group that turns the package's own errors into one clear line and exit status 2.
+
+    Set SIMCONS_DEBUG=1 to see the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            if os.environ.get("SIMCONS_DEBUG"):
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=SimconsGroup)
+@click.version_option(__version__, prog_name="simcons")
+@click.option(
+    "--db", envvar="SIMCONS_DB", help="Database URL (default: SQLite in the data folder)."
+)
+@click.option("--home", envvar="SIMCONS_HOME", help="Data folder (default: ./simcons-data).")
+@click.option(
+    "--datasets-root",
+    envvar="SIMCONS_DATASETS",
+    help="Folder holding webdataset and image-folder datasets.",
+)
+@click.pass_context
+def main(ctx: click.Context, db: str | None, home: str | None, datasets_root: str | None) -> None:
+    """simcons: similarity of vision models' representations and its consistency across datasets."""
+    ctx.obj = Env(db, home, datasets_root)
+
+
+# ---- db ------------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Create, upgrade and inspect the store's schema."""
+
+
+@db.command("init")
+@click.pass_obj
+def db_init(env: Env) -> None:
+    """Create a new store at the newest schema revision (an existing store is upgraded)."""
+    engine = make_engine(env.url)
+    migrate.upgrade(engine)
+    click.echo(f"store ready at {_where(env)} (revision {migrate.current_revision(engine)})")
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(env: Env) -> None:
+    """Bring an existing store to the newest revision, keeping its results."""
+    engine = make_engine(env.url)
+    before = migrate.current_revision(engine)
+    if before is None:
+        raise SchemaError(f"no simcons store at {_where(env)}; run `simcons db init` first")
+    migrate.upgrade(engine)
+    click.echo(f"{_where(env)}: revision {before} -> {migrate.current_revision(engine)}")
+
+
+@db.command("status")
+@click.pass_obj
+def db_status(env: Env) -> None:
+    """Print the store's revision, the newest one, and its row counts."""
+    engine = make_engine(env.url)
+    current, head = migrate.current_revision(engine), migrate.head_revision()
+    click.echo(
+        f"store: {_where(env)}\nrevision: {current or 'none (run `simcons db init`)'}"
+        f"\nnewest: {head}"
+    )
+    if current != head:
+        if current is not None:
+            click.echo("run `simcons db upgrade` to bring it to the newest revision")
+        return
+    store = env.store(read_only=True)
+    tables = (
+        "models",
+        "datasets",
+        "extraction_runs",
+        "metrics",
+        "pair_similarities",
+        "probe_results",
+    )
+    for table in tables:
+        _, rows = store.query(f"SELECT COUNT(*) FROM {table}")
+        click.echo(f"  {table:<18} {rows[0][0]}")
+
+
+def _where(env: Env) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(env.url).render_as_string(hide_password=True)
+
+
+# ---- ingest --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--results",
+    "results",
+    is_flag=True,
+    help="SOURCES are folders of <dataset>/<metric>/similarity_matrix.pt results.",
+)
+@click.pass_obj
+def ingest(env: Env, sources: Sequence[str], results: bool) -> None:
+    """Ingest catalogs (`paper`, `demo`, a YAML or CSV file) or existing similarity results."""
+    from simcons.ingest import ingest_catalog, ingest_results
+
+    store = env.store()
+    for source in sources:
+        reports = ingest_results(store, Path(source)) if results else ingest_catalog(store, source)
+        for report in reports:
+            click.echo(report.line())
+
+
+# ---- listing -------------------------------------------------------------------------------------
+
+
+@main.command("models")
+@click.option("--where", "where", default="all", help="`all`, name=value[,...] or models:a,b")
+@click.pass_obj
+def list_models(env: Env, where: str) -> None:
+    """List stored models with their attributes."""
+    store = env.store(read_only=True)
+    keys = _model_keys(store, where)
+    _, rows = store.query(
+        "SELECT model, loader, module_name, token_rule, embedding_dim, objective, architecture, "
+        "training_data, size_class FROM model_catalog ORDER BY model"
+    )
+    _print_table(
+        [
+            "model",
+            "loader",
+            "layer",
+            "token",
+            "dim",
+            "objective",
+            "architecture",
+            "training_data",
+            "size",
+        ],
+        [r for r in rows if r[0] in set(keys)],
+    )
+
+
+@main.command("datasets")
+@click.pass_obj
+def list_datasets(env: Env) -> None:
+    """List stored datasets with their categories."""
+    store = env.store(read_only=True)
+    _print_table(
+        ["dataset", "name", "category", "source"],
+        [(d.key, d.name, d.category, d.source) for d in store.datasets()],
+    )
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def data() -> None:
+    """Obtain the demo's datasets."""
+
+
+@data.command("fetch")
+@click.pass_obj
+def data_fetch(env: Env) -> None:
+    """Obtain the demo datasets that are not inside an installed Python package."""
+    from simcons.extract.datasets import fetch_demo_data
+
+    for line in fetch_demo_data(env.home):
+        click.echo(line)
+
+
+# ---- extraction and similarity -------------------------------------------------------------------
+
+_models_opt = click.option(
+    "--models",
+    "models",
+    default="all",
+    show_default=True,
+    help="`all`, name=value[,...] filters, or a comma list of keys.",
+)
+_datasets_opt = click.option(
+    "--datasets",
+    "datasets",
+    default="all",
+    show_default=True,
+    help="`all` or a comma list of dataset keys.",
+)
+_device_opt = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="`auto` (CUDA if present), `cpu`, `cuda` or `cuda:N`.",
+)
+_split_opt = click.option("--split", default="train", show_default=True)
+_max_opt = click.option(
+    "--max-samples",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Stratified subsample size per dataset (0: all).",
+)
+_per_class_opt = click.option(
+    "--per-class", type=int, default=None, help="Samples per class instead (ImageNet-1k: 10)."
+)
+_seed_opt = click.option("--seed", type=int, default=42, show_default=True)
+
+
+def _rule(split: str, max_samples: int, per_class: int | None, seed: int):  # noqa: ANN202
+    from simcons.workflow import SubsetRule
+
+    return SubsetRule(split=split, max_samples=max_samples or None, per_class=per_class, seed=seed)
+
+
+@main.command()
+@_models_opt
+@_datasets_opt
+@_split_opt
+@_max_opt
+@_per_class_opt
+@_seed_opt
+@_device_opt
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.pass_obj
+def extract(
+    env: Env,
+    models: str,
+    datasets: str,
+    split: str,
+    max_samples: int,
+    per_class: int | None,
+    seed: int,
+    device: str,
+    batch_size: int,
+) -> None:
+    """Extract L2-normalised features into HDF5 files; finished runs are skipped."""
+    from simcons.workflow import run_extractions
+
+    store = env.store()
+    ctx = env.context(store, device)
+    outcomes = run_extractions(
+        ctx,
+        store.models(_model_keys(store, models)),
+        _datasets(store, datasets),
+        _rule(split, max_samples, per_class, seed),
+        batch_size=batch_size,
+        log=click.echo,
+    )
+    _report(outcomes)
+
+
+@main.command()
+@_models_opt
+@_datasets_opt
+@click.option(
+    "--metrics",
+    "metrics",
+    default="cka_kernel_linear_unbiased",
+    show_default=True,
+    help="Comma list of metric slugs.",
+)
+@_split_opt
+@_max_opt
+@_per_class_opt
+@_seed_opt
+@_device_opt
+@click.option("--recompute", is_flag=True, help="Replace stored pairs instead of skipping them.")
+@click.pass_obj
+def similarity(
+    env: Env,
+    models: str,
+    datasets: str,
+    metrics: str,
+    split: str,
+    max_samples: int,
+    per_class: int | None,
+    seed: int,
+    device: str,
+    recompute: bool,
+) -> None:
+    """Compute pairwise similarities from stored features; stored pairs are skipped."""
+    from simcons.metrics import Metric
+    from simcons.workflow import run_similarities
+
+    store = env.store()
+    ctx = env.context(store, device)
+    parsed = [Metric.from_slug(s.strip()) for s in metrics.split(",") if s.strip()]
+    outcomes = run_similarities(
+        ctx,
+        store.models(_model_keys(store, models)),
+        _datasets(store, datasets),
+        parsed,
+        _rule(split, max_samples, per_class, seed),
+        recompute=recompute,
+        log=click.echo,
+    )
+    _report(outcomes)
+
+
+@main.command()
+@click.option("--metric", default="cka_kernel_linear_unbiased", show_default=True)
+@click.option("--theta", default=None, help="Model set: `all`, name=value[,...] or models:a,b,c")
+@click.option("--phi", default=None, help="Second model set (default: the same as --theta).")
+@click.option("--by", "by", default=None, help="All set pairs of one attribute, e.g. objective.")
+@_datasets_opt
+@click.option(
+    "--method", type=click.Choice(["pearson", "spearman"]), default="pearson", show_default=True
+)
+@click.option("--rows/--no-rows", default=True, help="Print one row per dataset pair.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the per-dataset-pair rows to this CSV file.",
+)
+@click.pass_obj
+def consistency(
+    env: Env,
+    metric: str,
+    theta: str | None,
+    phi: str | None,
+    by: str | None,
+    datasets: str,
+    method: str,
+    rows: bool,
+    csv_path: str | None,
+) -> None:
+    """Similarity consistency R(Theta, Phi): rho for every pair of datasets, and its summary."""
+    results = _consistency(env.store(read_only=True), metric, theta, phi, by, datasets, method)
+    if rows and not by:
+        for r in results:
+            _print_table(list(r.table.columns), r.table.itertuples(index=False))
+    _print_summaries(results)
+    if csv_path:
+        _write_consistency_csv(csv_path, results)
+        click.echo(f"wrote {csv_path}")
+
+
+def _consistency(
+    store: ResultStore,
+    metric: str,
+    theta: str | None,
+    phi: str | None,
+    by: str | None,
+    datasets: str,
+    method: str,
+) -> list:
+    from simcons.consistency.query import consistency as one
+    from simcons.consistency.query import consistency_by
+    from simcons.consistency.sets import parse_set, sets_by_attribute
+
+    ds = None if datasets == "all" else [d.key for d in _datasets(store, datasets)]
+    if by:
+        if theta or phi:
+            raise click.UsageError("give either --by or --theta/--phi, not both")
+        return consistency_by(
+            store, sets_by_attribute(store, by), metric, datasets=ds, method=method
+        )
+    a = parse_set(store, theta or "all")
+    b = parse_set(store, phi) if phi else a
+    return [one(store, a, b, metric, datasets=ds, method=method)]
+
+
+def _print_summaries(results: list) -> None:
+    cols = ["theta", "phi", "dataset_pairs", "model_pairs", "median", "mean", "std", "q25", "q75"]
+    _print_table(cols, ([r.summary()[c] for c in cols] for r in results))
+
+
+def _write_consistency_csv(path: str, results: list) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["theta", "phi", "metric", "method", "dataset_a", "dataset_b", "n_pairs", "rho"]
+        )
+        for r in results:
+            for row in r.table.itertuples(index=False):
+                writer.writerow([r.theta.label, r.phi.label, r.metric, r.method, *row])
+
+
+# ---- SQL -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("statement")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the result to this CSV file instead of printing it.",
+)
+@click.pass_obj
+def sql(env: Env, statement: str, csv_path: str | None) -> None:
+    """Run one read-only SQL statement on the store (views: pair_view, model_catalog, ...)."""
+    columns, rows = env.store(read_only=True).query(statement)
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        click.echo(f"wrote {len(rows)} rows to {csv_path}")
+    elif columns:
+        _print_table(columns, rows)
+
+
+# ---- demo ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--samples",
+    type=int,
+    default=300,
+    show_default=True,
+    help="Stratified train samples per dataset.",
+)
+@_device_opt
+@click.option(
+    "--metrics",
+    default="cka_kernel_linear_unbiased,cka_kernel_rbf_unbiased_sigma_0.4,"
+    "rsa_method_correlation_corr_method_spearman",
+    show_default=True,
+)
+@click.pass_obj
+def demo(env: Env, samples: int, device: str, metrics: str) -> None:
+    """The main job on the built-in demo: real packaged weights and random-init controls."""
+    from simcons.demo import run_demo
+
+    run_demo(
+        env,
+        samples=samples,
+        device=device,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+    )
+
+
+# ---- shared helpers ------------------------------------------------------------------------------
+
+
+def _model_keys(store: ResultStore, where: str) -> list[str]:
+    from simcons.consistency.sets import parse_set
+
+    return list(parse_set(store, where).models)
+
+
+def _datasets(store: ResultStore, datasets: str):  # noqa: ANN202
+    keys = None if datasets == "all" else [k.strip() for k in datasets.split(",") if k.strip()]
+    return store.datasets(keys)
+
+
+def _report(outcomes: list) -> None:
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+    for o in outcomes:
+        if o.status == "failed":
+            click.echo(f"  failed: {o.what}: {o.detail}", err=True)
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _print_table(columns: Sequence[str], rows) -> None:  # noqa: ANN001 - any iterable of rows
+    """Print rows as an aligned text table."""
+    body = [[_fmt(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    click.echo("  ".join("-" * w for w in widths))
+    for r in body:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
