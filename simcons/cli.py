@@ -453,6 +453,139 @@ def _write_consistency_csv(path: str, results: list) -> None:
                 writer.writerow([r.theta.label, r.phi.label, r.metric, r.method, *row])
 
 
+# ---- queue and workers ---------------------------------------------------------------------------
+
+
+@main.command("plan")
+@_models_opt
+@_datasets_opt
+@click.option("--metrics", "metrics", default="cka_kernel_linear_unbiased", show_default=True,
+              help="Comma list of metric slugs.")
+@_split_opt
+@_max_opt
+@_per_class_opt
+@_seed_opt
+@click.option("--block-pairs", type=int, default=None,
+              help="At most this many model pairs per similarity job (default: one block).")
+@click.option("--max-attempts", type=int, default=3, show_default=True)
+@click.pass_obj
+def plan_command(env: Env, models: str, datasets: str, metrics: str, split: str,
+                 max_samples: int, per_class: int | None, seed: int, block_pairs: int | None,
+                 max_attempts: int) -> None:
+    """Queue the work for workers: only what is neither stored nor queued yet."""
+    from simcons.metrics import Metric
+    from simcons.plan import plan
+    from simcons.storage.jobs import JobQueue
+
+    store = env.store()
+    report = plan(env.context(store, "cpu", progress=False), JobQueue(store),
+                  store.models(_model_keys(store, models)), _datasets(store, datasets),
+                  [Metric.from_slug(s.strip()) for s in metrics.split(",") if s.strip()],
+                  _rule(split, max_samples, per_class, seed), block_pairs=block_pairs,
+                  max_attempts=max_attempts)
+    for line in report.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.option("--wait", is_flag=True, help="Keep polling for work instead of exiting when idle.")
+@click.option("--processes", type=int, default=1, show_default=True,
+              help="Start this many local worker processes.")
+@click.option("--lease", "lease", type=float, default=120.0, show_default=True,
+              help="Lease seconds; renewed by a heartbeat every third of it.")
+@click.option("--poll", type=float, default=5.0, show_default=True)
+@click.option("--kinds", default=None, help="Only these job kinds (comma list).")
+@click.option("--max-jobs", type=int, default=None, help="Exit after this many jobs.")
+@_device_opt
+@click.option("--progress/--no-progress", default=False, show_default=True)
+@click.pass_obj
+def worker(env: Env, wait: bool, processes: int, lease: float, poll: float, kinds: str | None,
+           max_jobs: int | None, device: str, progress: bool) -> None:
+    """Claim and run queued jobs until none is left; SIGTERM/SIGINT release the current job."""
+    from simcons.storage.jobs import JobQueue
+    from simcons.worker import Worker
+
+    if processes > 1:
+        child = ["worker", "--lease", str(lease), "--poll", str(poll), "--device", device,
+                 "--progress" if progress else "--no-progress"]
+        child += (["--wait"] if wait else []) + (["--kinds", kinds] if kinds else [])
+        child += ["--max-jobs", str(max_jobs)] if max_jobs else []
+        sys.exit(_spawn_workers(env, processes, child))
+    store = env.store()
+    report = Worker(env.context(store, device, progress=progress), JobQueue(store),
+                    lease_seconds=lease, wait=wait, poll_seconds=poll,
+                    kinds=[k.strip() for k in kinds.split(",")] if kinds else None,
+                    max_jobs=max_jobs, log=click.echo).run()
+    click.echo(f"[{report.owner}] {report.done} done, {report.failed} failed, "
+               f"{report.released} released, {report.lost} lost to another worker")
+
+
+def _spawn_workers(env: Env, n: int, args: list[str]) -> int:
+    """Run n single worker processes on this store; forward SIGTERM/SIGINT to them."""
+    import signal
+    import subprocess
+
+    base = [sys.executable, "-m", "simcons", "--db", env.url, "--home", str(env.home)]
+    if env.datasets_root:
+        base += ["--datasets-root", str(env.datasets_root)]
+    children = [subprocess.Popen([*base, *args]) for _ in range(n)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(c.wait() for c in children)
+
+
+@main.command()
+@click.option("--errors/--no-errors", default=True, help="List failed jobs with their errors.")
+@click.option("--traceback", "show_tb", is_flag=True, help="Include the failures' tracebacks.")
+@click.option("--retry-failed", is_flag=True, help="Queue failed jobs again.")
+@click.pass_obj
+def status(env: Env, errors: bool, show_tb: bool, retry_failed: bool) -> None:
+    """Jobs queued, running, done and failed per kind, with the failures' errors."""
+    from simcons.storage.jobs import STATUSES, JobQueue
+
+    store = env.store(read_only=not retry_failed)
+    queue = JobQueue(store)
+    if retry_failed:
+        click.echo(f"queued {queue.retry_failed()} failed jobs again")
+    counts = queue.counts()
+    _print_table(["kind", *STATUSES], ([k, *[c[s] for s in STATUSES]] for k, c in counts.items()))
+    if errors:
+        for f in queue.failures():
+            click.echo(f"{f.status} after {f.attempts} attempts: {f.key}\n  {f.error}")
+            if show_tb and f.traceback:
+                click.echo(f.traceback)
+
+
+@main.group()
+def weights() -> None:
+    """Model weights: prefetch into the local caches (for compute nodes without internet)."""
+
+
+@weights.command("fetch")
+@_models_opt
+@click.pass_obj
+def weights_fetch(env: Env, models: str) -> None:
+    """Download each model's weights into the caches of timm, open_clip, torch hub, HF."""
+    from simcons.workflow import load_model
+
+    store = env.store(read_only=True)
+    failed = 0
+    for spec in store.models(_model_keys(store, models)):
+        try:
+            loaded = load_model(spec, "cpu")
+            click.echo(f"ok      {spec.key}: {loaded.weights_source}")
+        except Exception as exc:  # noqa: BLE001 - report each model, go on with the rest
+            failed += 1
+            click.echo(f"FAILED  {spec.key}: {exc}", err=True)
+    sys.exit(1 if failed else 0)
+
+
 # ---- SQL -----------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """The data flow over the store: extract features, then compute pair similarities, resumably.
 
-Each step looks in the store first and does only the work that is not done yet; a failure is
-recorded with its error and the other work goes on.
+Each step looks in the store first and does only the work that is not done yet. The grid
+functions run everything in this process; the single-unit functions (`extract_one`,
+`similarity_block`) are what queued jobs run in workers.
 """
 
 from __future__ import annotations
@@ -54,14 +55,11 @@ class Context:
     device: str = "cpu"
     progress: bool = True
 
-    def feature_path(self, model: str, dataset: str, split: str, subset: SubsetRecord) -> Path:
-        """Relative path of one feature file under the data folder."""
-        return (
-            Path(FEATURES_DIR)
-            / _safe(model)
-            / _safe(dataset)
-            / (f"{_safe(split)}-{subset.fingerprint[:16]}.h5")
-        )
+
+def feature_path(model: str, dataset: str, split: str, subset: SubsetRecord) -> Path:
+    """Path of one feature file, relative to the data folder."""
+    name = f"{_safe(split)}-{subset.fingerprint[:16]}.h5"
+    return Path(FEATURES_DIR) / _safe(model) / _safe(dataset) / name
 
 
 def _safe(key: str) -> str:
@@ -78,182 +76,115 @@ def resolve_subset(ctx: Context, spec: DatasetSpec, rule: SubsetRule):  # noqa: 
         images.labels, rule.max_samples, per_class=rule.per_class, seed=rule.seed
     )
     record = ctx.store.ensure_subset(
-        spec.key,
-        rule.split,
-        [int(i) for i in indices],
-        rule=rule.rule,
-        max_samples=rule.max_samples,
-        per_class=rule.per_class,
-        seed=rule.seed,
+        spec.key, rule.split, [int(i) for i in indices], rule=rule.rule,
+        max_samples=rule.max_samples, per_class=rule.per_class, seed=rule.seed,
     )
     return record, images.subset(indices)
 
 
-def run_extractions(
-    ctx: Context,
-    models: Sequence[ModelSpec],
-    datasets: Sequence[DatasetSpec],
-    rule: SubsetRule,
-    *,
-    batch_size: int = 64,
-    log: Callable[[str], None] = print,
-) -> list[Outcome]:
-    """Extract every (model, dataset) not yet done; each model is loaded once for all datasets."""
-    subsets = {d.key: resolve_subset(ctx, d, rule) for d in datasets}
-    outcomes = []
-    for spec in models:
-        pending = [d for d in datasets if not _extraction_done(ctx, spec, d, rule, subsets)]
-        outcomes += [
-            Outcome(f"extract {spec.key} x {d.key}", "skipped", "already done")
-            for d in datasets
-            if d not in pending
-        ]
-        if not pending:
-            continue
-        try:
-            model = _load(spec, ctx.device)
-        except Exception as exc:  # noqa: BLE001 - recorded per run, the grid goes on
-            outcomes += [_fail(ctx, spec, d, rule, subsets, exc, log) for d in pending]
-            continue
-        for d in pending:
-            outcomes.append(_extract_one(ctx, model, spec, d, rule, subsets, batch_size, log))
-    return outcomes
+def stored_subset(ctx: Context, spec: DatasetSpec, subset: SubsetRecord):  # noqa: ANN201
+    """The view of a split that a stored subset names (its indices read from the store)."""
+    from simcons.extract.datasets import open_dataset
+
+    images = open_dataset(spec, subset.split, root=ctx.datasets_root, data_dir=ctx.home)
+    return images.subset(np.asarray(ctx.store.subset_indices(subset.id), dtype=np.int64))
 
 
-def _load(spec: ModelSpec, device: str):  # noqa: ANN202 - a LoadedModel
-    from simcons.extract.loaders import load_model
-
-    return load_model(spec, pretrained=True, device=device)
-
-
-def _extraction_done(ctx: Context, spec, d, rule, subsets) -> bool:  # noqa: ANN001
-    record = ctx.store.find_extraction(spec.key, d.key, rule.split, subsets[d.key][0].id)
+def extraction_done(ctx: Context, model: str, dataset: str, subset: SubsetRecord) -> bool:
+    """True when the store records this extraction as done and its file is in place."""
+    record = ctx.store.find_extraction(model, dataset, subset.split, subset.id)
     return record is not None and record.status == "done" and (ctx.home / record.path).exists()
 
 
-def _fail(ctx: Context, spec, d, rule, subsets, exc: Exception, log) -> Outcome:  # noqa: ANN001
-    run_id = ctx.store.start_extraction(spec.key, d.key, rule.split, subsets[d.key][0].id)
-    ctx.store.fail_extraction(run_id, "".join(traceback.format_exception(exc)))
-    log(f"FAILED extract {spec.key} x {d.key}: {exc}")
-    return Outcome(f"extract {spec.key} x {d.key}", "failed", str(exc))
+def load_model(spec: ModelSpec, device: str):  # noqa: ANN201 - a LoadedModel
+    """Build a catalogued model with its weights on the device."""
+    from simcons.extract.loaders import load_model as load
+
+    return load(spec, pretrained=True, device=device)
 
 
-def _extract_one(ctx: Context, model, spec, d, rule, subsets, batch_size, log) -> Outcome:  # noqa: ANN001
-    """Extract one model on one dataset subset into its HDF5 file, then record it as done."""
+def extract_one(
+    ctx: Context, model, spec: ModelSpec, d: DatasetSpec, subset: SubsetRecord, images,  # noqa: ANN001
+    *, batch_size: int = 64,
+) -> Outcome:
+    """Extract one model on one subset into its HDF5 file, then record it as done.
+
+    The file is written under a temporary name and renamed when complete; the run is recorded
+    as done only after that. Errors are recorded on the run and raised.
+    """
     from simcons.extract.features import write_features
     from simcons.extract.runner import extract_features
 
-    subset, images = subsets[d.key]
-    what = f"extract {spec.key} x {d.key}"
-    run_id = ctx.store.start_extraction(spec.key, d.key, rule.split, subset.id)
+    run_id = ctx.store.start_extraction(spec.key, d.key, subset.split, subset.id)
     try:
         feats = extract_features(
-            model,
-            spec,
-            images,
-            batch_size=batch_size,
-            device=ctx.device,
-            progress=ctx.progress,
-            desc=f"{spec.key} x {d.key}",
+            model, spec, images, batch_size=batch_size, device=ctx.device,
+            progress=ctx.progress, desc=f"{spec.key} x {d.key}",
         )
-        rel = ctx.feature_path(spec.key, d.key, rule.split, subset)
+        rel = feature_path(spec.key, d.key, subset.split, subset)
         write_features(
-            ctx.home / rel,
-            feats,
-            np.asarray(images.labels, dtype=np.int64),
-            np.asarray(images.sample_ids),
-            attrs={
-                "model": spec.key,
-                "dataset": d.key,
-                "split": rule.split,
-                "layer": spec.module_name,
-                "token_rule": spec.token_rule,
+            ctx.home / rel, feats, np.asarray(images.labels, dtype=np.int64),
+            np.asarray(images.sample_ids), attrs={
+                "model": spec.key, "dataset": d.key, "split": subset.split,
+                "layer": spec.module_name, "token_rule": spec.token_rule,
                 "subset_fingerprint": subset.fingerprint,
             },
         )
-    except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+    except BaseException as exc:
         ctx.store.fail_extraction(run_id, "".join(traceback.format_exception(exc)))
-        log(f"FAILED {what}: {exc}")
-        return Outcome(what, "failed", str(exc))
-    ctx.store.finish_extraction(
-        run_id,
-        ExtractionInfo(
-            path=rel.as_posix(),
-            n_samples=int(feats.shape[0]),
-            dim=int(feats.shape[1]),
-            dtype=str(feats.dtype),
-            preprocessing=model.preprocessing,
-            weights_source=model.weights_source,
-            weights_sha256=model.weights_sha256,
-            package_versions=model.package_versions,
-        ),
-    )
-    return Outcome(what, "done", f"{feats.shape[0]} x {feats.shape[1]}")
+        raise
+    ctx.store.finish_extraction(run_id, ExtractionInfo(
+        path=rel.as_posix(), n_samples=int(feats.shape[0]), dim=int(feats.shape[1]),
+        dtype=str(feats.dtype), preprocessing=model.preprocessing,
+        weights_source=model.weights_source, weights_sha256=model.weights_sha256,
+        package_versions=model.package_versions,
+    ))
+    return Outcome(f"extract {spec.key} x {d.key}", "done", f"{feats.shape[0]} x {feats.shape[1]}")
 
 
-def run_similarities(
-    ctx: Context,
-    models: Sequence[ModelSpec],
-    datasets: Sequence[DatasetSpec],
-    metrics: Sequence,
-    rule: SubsetRule,
-    *,
-    recompute: bool = False,
-    log: Callable[[str], None] = print,
-) -> list[Outcome]:
-    """Compute the pairs not yet stored, per dataset and metric, from the stored features."""
+def similarity_block(
+    ctx: Context, d: DatasetSpec, metric, subset: SubsetRecord,  # noqa: ANN001 - a Metric
+    pairs: Sequence[tuple[str, str]],
+) -> Outcome:
+    """Compute and store one block of pairs of one dataset and metric from stored features."""
     from simcons.metrics import all_pairs
 
-    outcomes = []
-    keys = sorted(m.key for m in models)
-    wanted = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :]]
-    for d in datasets:
-        subset, _ = resolve_subset(ctx, d, rule)
-        for metric in metrics:
-            what = f"similarity {metric.slug} on {d.key}"
-            ctx.store.ensure_metric(metric.slug, metric.kind, metric.parameters())
-            if recompute:
-                ctx.store.delete_pairs(d.key, metric.slug)
-            have = ctx.store.pair_values(d.key, metric.slug)
-            todo = [p for p in wanted if p not in have and p[::-1] not in have]
-            if not todo:
-                outcomes.append(Outcome(what, "skipped", f"{len(wanted)} pairs already stored"))
-                continue
-            try:
-                feats, runs = load_dataset_features(
-                    ctx, sorted({k for p in todo for k in p}), d, rule, subset
-                )
-                values = all_pairs(feats, metric, todo, device=ctx.device, progress=ctx.progress)
-            except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
-                log(f"FAILED {what}: {exc}")
-                outcomes.append(Outcome(what, "failed", str(exc)))
-                continue
-            n = next(iter(feats.values())).shape[0]
-            ctx.store.upsert_pairs(
-                d.key,
-                metric.slug,
-                [
-                    PairValue(a, b, v, n_samples=n, extraction_a=runs[a], extraction_b=runs[b])
-                    for (a, b), v in values.items()
-                ],
-                subset_id=subset.id,
-            )
-            outcomes.append(Outcome(what, "done", f"{len(values)} pairs"))
-    return outcomes
+    ctx.store.ensure_metric(metric.slug, metric.kind, metric.parameters())
+    feats, runs = load_dataset_features(ctx, sorted({k for p in pairs for k in p}), d, subset)
+    values = all_pairs(feats, metric, list(pairs), device=ctx.device, progress=ctx.progress)
+    n = next(iter(feats.values())).shape[0]
+    ctx.store.upsert_pairs(d.key, metric.slug, [
+        PairValue(a, b, v, n_samples=n, extraction_a=runs[a], extraction_b=runs[b])
+        for (a, b), v in values.items()
+    ], subset_id=subset.id)
+    return Outcome(f"similarity {metric.slug} on {d.key}", "done", f"{len(values)} pairs")
+
+
+def missing_pairs(
+    ctx: Context, models: Sequence[str], d: DatasetSpec, metric_slug: str
+) -> list[tuple[str, str]]:
+    """The unordered pairs (a < b) of these models not yet stored for this dataset and metric."""
+    keys = sorted(set(models))
+    have = ctx.store.pair_values(d.key, metric_slug) if metric_slug in ctx.store.metric_slugs() \
+        else {}
+    return [
+        (a, b) for i, a in enumerate(keys) for b in keys[i + 1:]
+        if (a, b) not in have and (b, a) not in have
+    ]
 
 
 def load_dataset_features(
-    ctx: Context, models: Sequence[str], d: DatasetSpec, rule: SubsetRule, subset: SubsetRecord
+    ctx: Context, models: Sequence[str], d: DatasetSpec, subset: SubsetRecord
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Features of these models on one subset, checked to hold the same samples in one order."""
     from simcons.extract.features import read_features
 
-    feats, runs, ids = {}, {}, None
+    feats, runs, ids, first = {}, {}, None, ""
     for key in models:
-        record = ctx.store.find_extraction(key, d.key, rule.split, subset.id)
+        record = ctx.store.find_extraction(key, d.key, subset.split, subset.id)
         if record is None or record.status != "done":
             raise StoreError(
-                f"no finished extraction of {key} on {d.key} [{rule.split}]; run "
+                f"no finished extraction of {key} on {d.key} [{subset.split}]; run "
                 f"`simcons extract --models {key} --datasets {d.key}` first"
             )
         ff = read_features(ctx.home / record.path)
@@ -266,3 +197,66 @@ def load_dataset_features(
             )
         feats[key], runs[key] = ff.features, record.id
     return feats, runs
+
+
+# ---- the grid, in this process ---------------------------------------------------------------
+
+
+def run_extractions(
+    ctx: Context, models: Sequence[ModelSpec], datasets: Sequence[DatasetSpec], rule: SubsetRule,
+    *, batch_size: int = 64, log: Callable[[str], None] = print,
+) -> list[Outcome]:
+    """Extract every (model, dataset) not yet done; each model is loaded once for all datasets."""
+    subsets = {d.key: resolve_subset(ctx, d, rule) for d in datasets}
+    outcomes = []
+    for spec in models:
+        pending = [d for d in datasets if not extraction_done(ctx, spec.key, d.key,
+                                                              subsets[d.key][0])]
+        outcomes += [Outcome(f"extract {spec.key} x {d.key}", "skipped", "already done")
+                     for d in datasets if d not in pending]
+        if not pending:
+            continue
+        try:
+            model = load_model(spec, ctx.device)
+        except Exception as exc:  # noqa: BLE001 - recorded per run, the grid goes on
+            for d in pending:
+                run = ctx.store.start_extraction(spec.key, d.key, rule.split, subsets[d.key][0].id)
+                ctx.store.fail_extraction(run, "".join(traceback.format_exception(exc)))
+                outcomes.append(_failed(f"extract {spec.key} x {d.key}", exc, log))
+            continue
+        for d in pending:
+            subset, images = subsets[d.key]
+            try:
+                outcomes.append(extract_one(ctx, model, spec, d, subset, images,
+                                            batch_size=batch_size))
+            except Exception as exc:  # noqa: BLE001 - recorded on the run, the grid goes on
+                outcomes.append(_failed(f"extract {spec.key} x {d.key}", exc, log))
+    return outcomes
+
+
+def run_similarities(
+    ctx: Context, models: Sequence[ModelSpec], datasets: Sequence[DatasetSpec], metrics: Sequence,
+    rule: SubsetRule, *, recompute: bool = False, log: Callable[[str], None] = print,
+) -> list[Outcome]:
+    """Compute the pairs not yet stored, per dataset and metric, from the stored features."""
+    outcomes = []
+    for d in datasets:
+        subset, _ = resolve_subset(ctx, d, rule)
+        for metric in metrics:
+            what = f"similarity {metric.slug} on {d.key}"
+            if recompute and metric.slug in ctx.store.metric_slugs():
+                ctx.store.delete_pairs(d.key, metric.slug)
+            todo = missing_pairs(ctx, [m.key for m in models], d, metric.slug)
+            if not todo:
+                outcomes.append(Outcome(what, "skipped", "all pairs already stored"))
+                continue
+            try:
+                outcomes.append(similarity_block(ctx, d, metric, subset, todo))
+            except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
+                outcomes.append(_failed(what, exc, log))
+    return outcomes
+
+
+def _failed(what: str, exc: Exception, log: Callable[[str], None]) -> Outcome:
+    log(f"FAILED {what}: {exc}")
+    return Outcome(what, "failed", str(exc))

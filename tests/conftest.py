@@ -54,12 +54,24 @@ def db_url(request) -> str:
     return request.getfixturevalue(name)
 
 
-@pytest.fixture
-def store(db_url) -> Iterator[ResultStore]:
-    """A results store at head on each backend."""
-    engine = make_engine(db_url)
+def _open_store(url: str) -> ResultStore:
+    engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    st = ResultStore(db_url)
+    return ResultStore(url)
+
+
+@pytest.fixture
+def store(db_url) -> Iterator[ResultStore]:
+    """A results store at head, once on each backend."""
+    st = _open_store(db_url)
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url) -> Iterator[ResultStore]:
+    """A results store at head on SQLite, for tests about computation rather than SQL."""
+    st = _open_store(sqlite_url)
     yield st
     st.close()

@@ -34,7 +34,7 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and a sqrt function."""
+    """Create an engine; SQLite gets WAL, BEGIN IMMEDIATE, a busy timeout, foreign keys, sqrt."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, read_only=read_only)
@@ -56,6 +56,7 @@ def _sqlite_engine(url: str, *, read_only: bool) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI connection
+        dbapi_conn.isolation_level = None  # simcons emits BEGIN itself, below
         dbapi_conn.create_function("sqrt", 1, _sqrt, deterministic=True)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
@@ -63,6 +64,12 @@ def _sqlite_engine(url: str, *, read_only: bool) -> Engine:
         if not read_only:
             cur.execute("PRAGMA journal_mode=WAL")
         cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # noqa: ANN001 - a Connection
+        # A writer takes the write lock up front, so concurrent workers queue on the busy
+        # timeout instead of failing when a read lock cannot be upgraded.
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -48,7 +48,7 @@ class ModelRow(Base):
 
 
 class ModelAttributeRow(Base):
-    """One attribute of a model (objective, architecture, ...): name-value rows, open to new names."""
+    """One attribute of a model (objective, architecture, ...): open to new names."""
 
     __tablename__ = "model_attributes"
     model_id: Mapped[int] = mapped_column(
@@ -209,3 +209,42 @@ class ProbeResultRow(Base):
     )
     computed_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     __table_args__ = (UniqueConstraint("model_id", "dataset_id", "seed", name="uq_probe_results"),)
+
+
+class JobRow(Base):
+    """One unit of queued work (extract, similarity block, probe), claimed by a worker's lease."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(KEY))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'done', 'failed')", name="ck_jobs_status"
+        ),
+        Index("ix_jobs_status_priority", "status", "priority", "id"),
+    )
+
+
+class JobDependencyRow(Base):
+    """Job `job_id` may start only when job `depends_on_id` is done."""
+
+    __tablename__ = "job_dependencies"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    __table_args__ = (Index("ix_job_dependencies_depends_on", "depends_on_id"),)

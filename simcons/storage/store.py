@@ -208,6 +208,14 @@ class ResultStore:
                     s.execute(SubsetMemberRow.__table__.insert(), members[start : start + _CHUNK])
             return _subset_record(row, dataset)
 
+    def subset(self, subset_id: int) -> SubsetRecord:
+        """A stored subset by id."""
+        with self._session() as s:
+            row = s.get(SubsetRow, subset_id)
+            if row is None:
+                raise StoreError(f"no subset with id {subset_id}; plan the work again")
+            return _subset_record(row, s.get(DatasetRow, row.dataset_id).key)
+
     def subset_indices(self, subset_id: int) -> list[int]:
         """A subset's stored indices, in stored order."""
         with self._session() as s:
@@ -314,7 +322,7 @@ class ResultStore:
         subset_id: int | None = None,
         source: str = "computed",
     ) -> int:
-        """Store similarities once per unordered pair, replacing earlier values; returns the count."""
+        """Store each unordered pair once, replacing earlier values; returns the count."""
         with self._session() as s:
             ds = _dataset_row(s, dataset)
             metric_id = _metric_id(s, metric)
