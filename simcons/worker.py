@@ -66,7 +66,7 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    """Claims and runs jobs until the queue is empty (or forever with wait=True)."""
+    """Claims and runs jobs until none is queued or running (or forever with wait=True)."""
 
     def __init__(
         self, ctx: Context, queue: JobQueue, *, owner: str | None = None,
@@ -90,7 +90,9 @@ class Worker:
             while not self._stop and (self.max_jobs is None or report.done < self.max_jobs):
                 job = self.queue.claim(self.owner, lease_seconds=self.lease, kinds=self.kinds)
                 if job is None:
-                    if not self.wait:
+                    # Nothing claimable now; work waiting on dependencies or on another
+                    # worker's lease may still become claimable, so only an empty queue ends.
+                    if not self.wait and not self.queue.unfinished(self.kinds):
                         break
                     time.sleep(self.poll)
                     continue

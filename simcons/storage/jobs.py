@@ -246,6 +246,17 @@ class JobQueue:
                 params["kinds"] = list(kinds)
             return conn.execute(sql, params).rowcount
 
+    def unfinished(self, kinds: Sequence[str] | None = None) -> int:
+        """Jobs queued or running (of these kinds): work that may still become claimable."""
+        with self.engine.connect() as conn:
+            where = "status IN ('queued', 'running')" + (" AND kind IN :kinds" if kinds else "")
+            sql = text(f"SELECT COUNT(*) FROM jobs WHERE {where}")
+            params: dict[str, Any] = {}
+            if kinds:
+                sql = sql.bindparams(bindparam("kinds", expanding=True))
+                params["kinds"] = list(kinds)
+            return conn.execute(sql, params).scalar_one()
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Jobs per kind and status."""
         with self.engine.connect() as conn:

@@ -1,0 +1,1 @@
+"""simcons.report."""
