@@ -12,6 +12,7 @@ import click
 
 from simcons import __version__
 from simcons.catalog import CatalogError
+from simcons.slurm import slurm_command
 from simcons.storage import (
     ResultStore,
     SchemaError,
@@ -453,6 +454,112 @@ def _write_consistency_csv(path: str, results: list) -> None:
                 writer.writerow([r.theta.label, r.phi.label, r.metric, r.method, *row])
 
 
+# ---- probes and performance gaps -----------------------------------------------------------------
+
+_seeds_opt = click.option("--seeds", default="0,1,2", show_default=True,
+                          help="Probe seeds (comma list); the paper averages 0, 1, 2.")
+_train_max_opt = click.option("--train-max-samples", type=int, default=0, show_default=True,
+                              help="Train samples for the probe (0: the whole train split).")
+_test_split_opt = click.option("--test-split", default="test", show_default=True,
+                               help="Split to evaluate on (ImageNet-1k: val).")
+_test_max_opt = click.option("--test-max-samples", type=int, default=0, show_default=True,
+                             help="Test samples (0: the whole test split).")
+_probe_set_opt = click.option("--probe-setting", "probe_settings", multiple=True,
+                              metavar="NAME=VALUE",
+                              help="Override a probe setting, e.g. epochs=10 or "
+                                   "learning_rates=0.1,0.01 (default: the paper's protocol).")
+
+
+def _probe_setup(seeds: str, train_max: int, test_split: str, test_max: int, split: str,
+                 seed: int, settings: Sequence[str]):  # noqa: ANN202 - a ProbeSetup
+    from simcons.workflow import ProbeSetup, SubsetRule
+
+    return ProbeSetup(
+        train=SubsetRule(split=split, max_samples=train_max or None, seed=seed),
+        test=SubsetRule(split=test_split, max_samples=test_max or None, seed=seed),
+        seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
+        config=_probe_config(settings),
+    )
+
+
+def _probe_config(settings: Sequence[str]) -> dict:
+    """Parse NAME=VALUE overrides into ProbeConfig fields (checked by building one)."""
+    import dataclasses
+
+    from simcons.probes import ProbeConfig
+
+    fields = {f.name: f for f in dataclasses.fields(ProbeConfig)}
+    out: dict = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise click.UsageError(f"--probe-setting {item!r}: write NAME=VALUE with NAME one "
+                                   f"of {', '.join(fields)}")
+        if name == "learning_rates":
+            out[name] = [float(v) for v in value.split(",")]
+        else:
+            out[name] = type(getattr(ProbeConfig(), name))(value)
+    ProbeConfig(**out)
+    return out
+
+
+@main.command()
+@_models_opt
+@_datasets_opt
+@_seeds_opt
+@_split_opt
+@_train_max_opt
+@_test_split_opt
+@_test_max_opt
+@_seed_opt
+@_probe_set_opt
+@_device_opt
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Extraction batch size (for features not yet extracted).")
+@click.pass_obj
+def probe(env: Env, models: str, datasets: str, seeds: str, split: str, train_max_samples: int,
+          test_split: str, test_max_samples: int, seed: int, probe_settings: Sequence[str],
+          device: str, batch_size: int) -> None:
+    """Linear probes by the paper's protocol; extracts missing features, skips stored probes."""
+    from simcons.workflow import run_probes
+
+    store = env.store()
+    setup = _probe_setup(seeds, train_max_samples, test_split, test_max_samples, split, seed,
+                         probe_settings)
+    outcomes = run_probes(env.context(store, device), store.models(_model_keys(store, models)),
+                          _datasets(store, datasets), setup, batch_size=batch_size, log=click.echo)
+    for o in outcomes:
+        if o.what.startswith("probe") and o.status == "done":
+            click.echo(f"{o.what}: {o.detail}")
+    _report(outcomes)
+
+
+@main.command()
+@click.option("--metric", default="cka_kernel_linear_unbiased", show_default=True)
+@click.option("--accuracy", default="test_top1", show_default=True,
+              type=click.Choice(["test_top1", "test_top5", "test_balanced_acc"]))
+@_models_opt
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None)
+@click.pass_obj
+def gaps(env: Env, metric: str, accuracy: str, models: str, csv_path: str | None) -> None:
+    """Per dataset: correlation of pair similarity with the pair's accuracy gap."""
+    from simcons.consistency.gaps import by_category, gap_correlations
+
+    store = env.store(read_only=True)
+    keys = None if models == "all" else _model_keys(store, models)
+    table = gap_correlations(store, metric, accuracy=accuracy, models=keys)
+    if table.empty:
+        raise StoreError(f"no dataset has both {metric} pairs and probe results; run "
+                         "`simcons similarity` and `simcons probe` first")
+    _print_table(list(table.columns), table.itertuples(index=False))
+    click.echo("")
+    summary = by_category(table)
+    _print_table(list(summary.columns), summary.itertuples(index=False))
+    if csv_path:
+        table.to_csv(csv_path, index=False)
+        click.echo(f"wrote {csv_path}")
+
+
 # ---- queue and workers ---------------------------------------------------------------------------
 
 
@@ -468,10 +575,18 @@ def _write_consistency_csv(path: str, results: list) -> None:
 @click.option("--block-pairs", type=int, default=None,
               help="At most this many model pairs per similarity job (default: one block).")
 @click.option("--max-attempts", type=int, default=3, show_default=True)
+@click.option("--probes/--no-probes", default=False, show_default=True,
+              help="Also queue linear probes (and the extractions they need).")
+@_seeds_opt
+@_train_max_opt
+@_test_split_opt
+@_test_max_opt
+@_probe_set_opt
 @click.pass_obj
 def plan_command(env: Env, models: str, datasets: str, metrics: str, split: str,
                  max_samples: int, per_class: int | None, seed: int, block_pairs: int | None,
-                 max_attempts: int) -> None:
+                 max_attempts: int, probes: bool, seeds: str, train_max_samples: int,
+                 test_split: str, test_max_samples: int, probe_settings: Sequence[str]) -> None:
     """Queue the work for workers: only what is neither stored nor queued yet."""
     from simcons.metrics import Metric
     from simcons.plan import plan
@@ -482,6 +597,8 @@ def plan_command(env: Env, models: str, datasets: str, metrics: str, split: str,
                   store.models(_model_keys(store, models)), _datasets(store, datasets),
                   [Metric.from_slug(s.strip()) for s in metrics.split(",") if s.strip()],
                   _rule(split, max_samples, per_class, seed), block_pairs=block_pairs,
+                  probes=_probe_setup(seeds, train_max_samples, test_split, test_max_samples,
+                                      split, seed, probe_settings) if probes else None,
                   max_attempts=max_attempts)
     for line in report.lines():
         click.echo(line)
@@ -616,31 +733,22 @@ def sql(env: Env, statement: str, csv_path: str | None) -> None:
 
 
 @main.command()
-@click.option(
-    "--samples",
-    type=int,
-    default=300,
-    show_default=True,
-    help="Stratified train samples per dataset.",
-)
+@click.option("--samples", type=int, default=300, show_default=True,
+              help="Stratified train samples per dataset (similarities and probe training).")
+@click.option("--test-samples", type=int, default=200, show_default=True,
+              help="Stratified test samples per dataset for the probes.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Probe seeds.")
 @_device_opt
-@click.option(
-    "--metrics",
-    default="cka_kernel_linear_unbiased,cka_kernel_rbf_unbiased_sigma_0.4,"
-    "rsa_method_correlation_corr_method_spearman",
-    show_default=True,
-)
+@click.option("--metrics", default="cka_kernel_linear_unbiased,cka_kernel_rbf_unbiased_sigma_0.4,"
+              "rsa_method_correlation_corr_method_spearman", show_default=True)
 @click.pass_obj
-def demo(env: Env, samples: int, device: str, metrics: str) -> None:
+def demo(env: Env, samples: int, test_samples: int, seeds: str, device: str, metrics: str) -> None:
     """The main job on the built-in demo: real packaged weights and random-init controls."""
     from simcons.demo import run_demo
 
-    run_demo(
-        env,
-        samples=samples,
-        device=device,
-        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
-    )
+    run_demo(env, samples=samples, test_samples=test_samples,
+             seeds=tuple(int(s) for s in seeds.split(",") if s.strip()), device=device,
+             metrics=[m.strip() for m in metrics.split(",") if m.strip()])
 
 
 # ---- shared helpers ------------------------------------------------------------------------------
@@ -681,3 +789,5 @@ def _print_table(columns: Sequence[str], rows) -> None:  # noqa: ANN001 - any it
     click.echo("  ".join("-" * w for w in widths))
     for r in body:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+main.add_command(slurm_command)

@@ -10,14 +10,24 @@ from simcons.ingest import ingest_catalog
 from simcons.storage import make_engine, migrate
 
 
-def run_demo(env, *, samples: int, device: str, metrics: list[str]) -> None:  # noqa: ANN001 - cli.Env
-    """Fill the store with the demo grid (skipping what is done) and print matrices and R."""
+def run_demo(  # noqa: PLR0913
+    env, *, samples: int, test_samples: int, seeds: tuple[int, ...], device: str,  # noqa: ANN001
+    metrics: list[str],
+) -> None:
+    """Fill the store with the demo grid (skipping what is done) and print the results."""
     from simcons.cli import _print_summaries, _print_table, _report
+    from simcons.consistency.gaps import by_category, gap_correlations
     from simcons.consistency.query import consistency, consistency_by
     from simcons.consistency.sets import parse_set, sets_by_attribute
     from simcons.extract.datasets import fetch_demo_data
     from simcons.metrics import Metric
-    from simcons.workflow import SubsetRule, run_extractions, run_similarities
+    from simcons.workflow import (
+        ProbeSetup,
+        SubsetRule,
+        run_extractions,
+        run_probes,
+        run_similarities,
+    )
 
     click.secho(f"== store: {env.url}", bold=True)
     migrate.upgrade(make_engine(env.url))
@@ -58,6 +68,26 @@ def run_demo(env, *, samples: int, device: str, metrics: list[str]) -> None:  # 
         _print_summaries(
             [result, *consistency_by(store, sets_by_attribute(store, "objective"), metric.slug)]
         )
+    setup = ProbeSetup(
+        train=rule, test=SubsetRule(split="test", max_samples=test_samples, seed=42), seeds=seeds
+    )
+    click.secho(
+        f"\n== linear probes (train: the same {samples} samples, test: <= {test_samples} "
+        f"stratified test samples, seeds {', '.join(map(str, seeds))})",
+        bold=True,
+    )
+    _report_soft(run_probes(ctx, models, datasets, setup, log=click.echo), _report)
+    _, rows = store.query(
+        "SELECT model, dataset, n_seeds, test_top1, test_balanced_acc "
+        "FROM probe_view ORDER BY dataset, model"
+    )
+    _print_table(["model", "dataset", "seeds", "top1", "balanced"], rows)
+    slug = parsed[0].slug
+    click.secho(f"\n== similarity ({slug}) vs performance gap |acc_a - acc_b|", bold=True)
+    table = gap_correlations(store, slug)
+    _print_table(list(table.columns), table.itertuples(index=False))
+    summary = by_category(table)
+    _print_table(list(summary.columns), summary.itertuples(index=False))
     click.echo(
         f"\nEverything is in the store: simcons --db {env.url} sql "
         '"SELECT * FROM pair_view LIMIT 5"'

@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from simcons.catalog import DatasetSpec, ModelSpec
 from simcons.storage import SubsetRecord
 from simcons.storage.jobs import JobQueue, NewJob
-from simcons.workflow import Context, SubsetRule, extraction_done, missing_pairs, resolve_subset
+from simcons.workflow import (
+    Context,
+    ProbeSetup,
+    SubsetRule,
+    extraction_done,
+    missing_pairs,
+    resolve_subset,
+)
 
-EXTRACT, SIMILARITY = "extract", "similarity"
+EXTRACT, SIMILARITY, PROBE = "extract", "similarity", "probe"
 
 
 @dataclass(frozen=True)
@@ -41,18 +48,55 @@ def extraction_key(model: str, dataset: str, subset: SubsetRecord) -> str:
 def plan(
     ctx: Context, queue: JobQueue, models: Sequence[ModelSpec], datasets: Sequence[DatasetSpec],
     metrics: Sequence, rule: SubsetRule, *, block_pairs: int | None = None,
-    max_attempts: int = 3,
+    probes: ProbeSetup | None = None, max_attempts: int = 3,
 ) -> PlanReport:
-    """Queue extractions and similarity blocks that are neither stored nor queued yet."""
+    """Queue extractions, similarity blocks and probes that are neither stored nor queued."""
     queued: dict[str, int] = {}
     already: dict[str, int] = {}
-    subsets = {d.key: resolve_subset(ctx, d, rule)[0] for d in datasets}
-    extract_jobs, extract_keys = _extraction_jobs(ctx, queue, models, datasets, subsets, already)
+    extract_jobs: list[NewJob] = []
+    extract_keys: set[str] = set()
+    rules = [rule] + ([probes.train, probes.test] if probes else [])
+    subsets: dict[SubsetRule, dict[str, SubsetRecord]] = {}
+    for r in dict.fromkeys(rules):
+        subsets[r] = {d.key: resolve_subset(ctx, d, r)[0] for d in datasets}
+        jobs, keys = _extraction_jobs(ctx, queue, models, datasets, subsets[r], already)
+        extract_jobs += [j for j in jobs if j.key not in extract_keys]
+        extract_keys |= keys
     queued[EXTRACT] = queue.enqueue(extract_jobs, max_attempts=max_attempts)
-    sim_jobs = _similarity_jobs(ctx, queue, models, datasets, metrics, subsets, extract_keys,
-                                block_pairs, already)
-    queued[SIMILARITY] = queue.enqueue(sim_jobs, max_attempts=max_attempts)
+    if metrics:
+        sim_jobs = _similarity_jobs(ctx, queue, models, datasets, metrics, subsets[rule],
+                                    extract_keys, block_pairs, already)
+        queued[SIMILARITY] = queue.enqueue(sim_jobs, max_attempts=max_attempts)
+    if probes:
+        probe_jobs = _probe_jobs(ctx, queue, models, datasets, probes, subsets, extract_keys,
+                                 already)
+        queued[PROBE] = queue.enqueue(probe_jobs, max_attempts=max_attempts)
     return PlanReport(queued=queued, already=already)
+
+
+def _probe_jobs(ctx, queue, models, datasets, probes, subsets, extract_keys,  # noqa: ANN001
+                already) -> list[NewJob]:  # noqa: ANN001
+    """One job per (model, dataset, seed) not stored or queued, waiting for its two extractions."""
+    queued_keys = queue.keys(PROBE)
+    jobs = []
+    for d in datasets:
+        train, test = subsets[probes.train][d.key], subsets[probes.test][d.key]
+        for spec in models:
+            stored = set(ctx.store.probe_seeds(spec.key, d.key))
+            for seed in probes.seeds:
+                key = (f"{PROBE}/{spec.key}/{d.key}/seed{seed}/{train.fingerprint[:16]}/"
+                       f"{test.fingerprint[:16]}")
+                if key in queued_keys or seed in stored:
+                    already[PROBE] = already.get(PROBE, 0) + 1
+                    continue
+                deps = tuple(k for k in (extraction_key(spec.key, d.key, s) for s in (train, test))
+                             if k in extract_keys)
+                jobs.append(NewJob(PROBE, key, {
+                    "model": spec.key, "dataset": d.key, "seed": seed,
+                    "train_subset_id": train.id, "test_subset_id": test.id,
+                    "config": probes.config,
+                }, depends_on=deps, priority=2))
+    return jobs
 
 
 def _extraction_jobs(ctx, queue, models, datasets, subsets, already):  # noqa: ANN001, ANN202

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from simcons.storage.jobs import Job, JobQueue
-from simcons.workflow import Context, extract_one, load_model, similarity_block, stored_subset
+from simcons.workflow import (
+    Context,
+    extract_one,
+    load_model,
+    probe_one,
+    similarity_block,
+    stored_subset,
+)
 
 #: Seconds to sleep inside each claimed job before its work starts (chaos tests widen the
 #: window in which a kill lands mid-job with it); 0 in normal use.
@@ -130,7 +137,8 @@ class Worker:
 
     def execute(self, job: Job) -> None:
         """Run one job by kind."""
-        runners = {"extract": self._extract, "similarity": self._similarity}
+        runners = {"extract": self._extract, "similarity": self._similarity,
+                   "probe": self._probe}
         if job.kind not in runners:
             raise ValueError(f"unknown job kind {job.kind!r}; this simcons runs "
                              f"{', '.join(runners)}")
@@ -155,6 +163,13 @@ class Worker:
         _pause()
         similarity_block(self.ctx, d, Metric.from_slug(p["metric"]), subset,
                          [tuple(pair) for pair in p["pairs"]])
+
+    def _probe(self, p: dict) -> None:
+        store = self.ctx.store
+        d = store.datasets([p["dataset"]])[0]
+        _pause()
+        probe_one(self.ctx, p["model"], d, store.subset(p["train_subset_id"]),
+                  store.subset(p["test_subset_id"]), p["seed"], p["config"])
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

@@ -10,13 +10,21 @@ from __future__ import annotations
 import re
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from simcons.catalog import DatasetSpec, ModelSpec
-from simcons.storage import ExtractionInfo, PairValue, ResultStore, StoreError, SubsetRecord
+from simcons.storage import (
+    ExtractionInfo,
+    PairValue,
+    ProbeValue,
+    ResultStore,
+    StoreError,
+    SubsetRecord,
+)
 
 FEATURES_DIR = "features"
 
@@ -34,6 +42,19 @@ class SubsetRule:
     def rule(self) -> str:
         """The rule's name as stored with a subset."""
         return "per_class" if self.per_class else "stratified"
+
+
+@dataclass(frozen=True)
+class ProbeSetup:
+    """Linear probes: train on one subset, test on another, for these seeds and settings.
+
+    `config` holds overrides of simcons.probes.ProbeConfig (empty: the paper's protocol).
+    """
+
+    train: SubsetRule = SubsetRule(split="train", max_samples=None)
+    test: SubsetRule = SubsetRule(split="test", max_samples=None)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,6 +194,50 @@ def missing_pairs(
     ]
 
 
+def labelled_features(
+    ctx: Context, model: str, d: DatasetSpec, subset: SubsetRecord
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(features, labels, extraction id) of one finished extraction."""
+    from simcons.extract.features import read_features
+
+    record = ctx.store.find_extraction(model, d.key, subset.split, subset.id)
+    if record is None or record.status != "done":
+        raise StoreError(
+            f"no finished extraction of {model} on {d.key} [{subset.split}]; run "
+            f"`simcons extract --models {model} --datasets {d.key} --split {subset.split}` first"
+        )
+    ff = read_features(ctx.home / record.path)
+    return ff.features, ff.labels, record.id
+
+
+def probe_one(
+    ctx: Context, model: str, d: DatasetSpec, train: SubsetRecord, test: SubsetRecord,
+    seed: int, config: dict[str, Any],
+) -> Outcome:
+    """Fit one linear probe (one seed) on stored train features, test it, and store the result."""
+    from simcons.probes import ProbeConfig, fit_probe
+
+    train_x, train_y, train_run = labelled_features(ctx, model, d, train)
+    test_x, test_y, test_run = labelled_features(ctx, model, d, test)
+    settings = ProbeConfig(**config)
+    r = fit_probe(train_x, train_y, test_x, test_y, seed=seed, config=settings, device=ctx.device)
+    ctx.store.upsert_probe(ProbeValue(
+        model=model, dataset=d.key, seed=seed, learning_rate=r.learning_rate,
+        weight_decay=r.weight_decay, val_top1=r.val_top1, test_top1=r.test_top1,
+        test_top5=r.test_top5, test_balanced_acc=r.test_balanced_acc, n_classes=r.n_classes,
+        n_train=r.n_train, n_test=r.n_test, seconds=r.seconds,
+        config={"settings": _jsonable(settings), "n_fits": r.n_fits, "search": r.search},
+        train_extraction=train_run, test_extraction=test_run,
+    ))
+    return Outcome(f"probe {model} x {d.key} seed {seed}", "done", f"top-1 {r.test_top1:.4f}")
+
+
+def _jsonable(config) -> dict[str, Any]:  # noqa: ANN001 - a ProbeConfig
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
 def load_dataset_features(
     ctx: Context, models: Sequence[str], d: DatasetSpec, subset: SubsetRecord
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -254,6 +319,30 @@ def run_similarities(
                 outcomes.append(similarity_block(ctx, d, metric, subset, todo))
             except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
                 outcomes.append(_failed(what, exc, log))
+    return outcomes
+
+
+def run_probes(
+    ctx: Context, models: Sequence[ModelSpec], datasets: Sequence[DatasetSpec],
+    setup: ProbeSetup, *, batch_size: int = 64, log: Callable[[str], None] = print,
+) -> list[Outcome]:
+    """Extract what the probes need (skipping what is done), then fit the probes not stored."""
+    outcomes = run_extractions(ctx, models, datasets, setup.train, batch_size=batch_size, log=log)
+    outcomes += run_extractions(ctx, models, datasets, setup.test, batch_size=batch_size, log=log)
+    for d in datasets:
+        train, _ = resolve_subset(ctx, d, setup.train)
+        test, _ = resolve_subset(ctx, d, setup.test)
+        for spec in models:
+            have = set(ctx.store.probe_seeds(spec.key, d.key))
+            for seed in setup.seeds:
+                what = f"probe {spec.key} x {d.key} seed {seed}"
+                if seed in have:
+                    outcomes.append(Outcome(what, "skipped", "already stored"))
+                    continue
+                try:
+                    outcomes.append(probe_one(ctx, spec.key, d, train, test, seed, setup.config))
+                except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
+                    outcomes.append(_failed(what, exc, log))
     return outcomes
 
 

@@ -256,6 +256,15 @@ def test_submit_without_sbatch_names_dry_run(tmp_path: Path) -> None:
         submit(tmp_path / "job.sbatch", sbatch="simcons-no-such-sbatch")
 
 
+def test_cli_submit_without_sbatch_names_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    env = SimpleNamespace(url=PG_URL, home=tmp_path)
+    result = CliRunner().invoke(slurm_command, ["--tasks", "1", "--submit"], obj=env)
+    assert result.exit_code == 1 and "--dry-run" in result.output
+
+
 def test_python_dash_m_simcons() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "simcons", "--help"], capture_output=True, text=True, check=True

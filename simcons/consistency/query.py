@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, text
 
+from simcons.consistency.correlation import METHODS, correlation_ctes
 from simcons.consistency.sets import ModelSet, set_pairs
 from simcons.storage import ResultStore, StoreError
-
-METHODS = ("pearson", "spearman")
 
 _SELECT = """
 sel AS (
@@ -36,30 +35,8 @@ joined AS (
    AND s1.dataset_id < s2.dataset_id
 )"""
 
-_RANKED = """,
-ranked AS (
-  SELECT d1, d2,
-    RANK() OVER (PARTITION BY d1, d2 ORDER BY x)
-      + (COUNT(*) OVER (PARTITION BY d1, d2, x) - 1) / 2.0 AS x,
-    RANK() OVER (PARTITION BY d1, d2 ORDER BY y)
-      + (COUNT(*) OVER (PARTITION BY d1, d2, y) - 1) / 2.0 AS y
-  FROM joined
-)"""
-
-_CORRELATE = """,
-means AS (
-  SELECT d1, d2, COUNT(*) AS n, AVG(x) AS mx, AVG(y) AS my FROM {source} GROUP BY d1, d2
-),
-agg AS (
-  SELECT j.d1, j.d2, m.n,
-    SUM((j.x - m.mx) * (j.y - m.my)) AS sxy,
-    SUM((j.x - m.mx) * (j.x - m.mx)) AS sxx,
-    SUM((j.y - m.my) * (j.y - m.my)) AS syy
-  FROM {source} j JOIN means m ON m.d1 = j.d1 AND m.d2 = j.d2
-  GROUP BY j.d1, j.d2, m.n
-)
-SELECT da.key AS dataset_a, db.key AS dataset_b, agg.n AS n_pairs,
-  CASE WHEN agg.sxx > 0 AND agg.syy > 0 THEN agg.sxy / sqrt(agg.sxx * agg.syy) END AS rho
+_RESULT = """
+SELECT da.key AS dataset_a, db.key AS dataset_b, agg.n AS n_pairs, agg.r AS rho
 FROM agg JOIN datasets da ON da.id = agg.d1 JOIN datasets db ON db.id = agg.d2
 WHERE agg.n > 2
 ORDER BY da.key, db.key
@@ -136,9 +113,8 @@ def _statement(
     theta: ModelSet, phi: ModelSet, metric: str, datasets: Sequence[str] | None, method: str
 ):  # noqa: ANN202 - (TextClause, params)
     dataset_filter = "AND d.key IN :datasets" if datasets else ""
-    source = "ranked" if method == "spearman" else "joined"
     body = "WITH " + _SELECT.format(dataset_filter=dataset_filter)
-    body += (_RANKED if method == "spearman" else "") + _CORRELATE.format(source=source)
+    body += correlation_ctes("joined", ["d1", "d2"], method) + _RESULT
     names = ["theta", "phi"] + (["datasets"] if datasets else [])
     sql = text(body).bindparams(*(bindparam(n, expanding=True) for n in names))
     params: dict = {"metric": metric, "theta": list(theta.models), "phi": list(phi.models)}
