@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import h5py
 import numpy as np
 import pytest
@@ -40,11 +42,13 @@ def tiny_models() -> list[ModelSpec]:
                    attributes={"objective": "Untrained"})]
 
 
-def make_image_folder(root, name: str, n_per_class: int = 6, seed: int = 0) -> DatasetSpec:
-    """A small image-folder dataset with three classes of coloured noise."""
+def make_image_folder(root, name: str, n_per_class: int = 6, seed: int = 0,
+                      splits: tuple[str, ...] = ("train",), n_classes: int = 3) -> DatasetSpec:
+    """A small image-folder dataset with up to three classes of coloured noise."""
     rng = np.random.default_rng(seed)
-    for c, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
-        folder = root / name / "train" / f"class{c}"
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)][:n_classes]
+    for split, (c, colour) in itertools.product(splits, enumerate(colours)):
+        folder = root / name / split / f"class{c}"
         folder.mkdir(parents=True)
         for i in range(n_per_class):
             pixels = np.clip(rng.normal(colour, 60, (40, 40, 3)), 0, 255).astype(np.uint8)
