@@ -735,7 +735,7 @@ def sql(env: Env, statement: str, csv_path: str | None) -> None:
 @main.command()
 @click.option("--samples", type=int, default=300, show_default=True,
               help="Stratified train samples per dataset (similarities and probe training).")
-@click.option("--test-samples", type=int, default=200, show_default=True,
+@click.option("--test-samples", type=int, default=100, show_default=True,
               help="Stratified test samples per dataset for the probes.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Probe seeds.")
 @_device_opt

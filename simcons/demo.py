@@ -18,7 +18,7 @@ def run_demo(  # noqa: PLR0913
     from simcons.cli import _print_summaries, _print_table, _report
     from simcons.consistency.gaps import by_category, gap_correlations
     from simcons.consistency.query import consistency, consistency_by
-    from simcons.consistency.sets import parse_set, sets_by_attribute
+    from simcons.consistency.sets import ModelSet, sets_by_attribute
     from simcons.extract.datasets import fetch_demo_data
     from simcons.metrics import Metric
     from simcons.workflow import (
@@ -59,7 +59,7 @@ def run_demo(  # noqa: PLR0913
         for d in datasets:
             click.secho(f"\n-- {metric.slug} on {d.key} ({d.category})", bold=True)
             _print_matrix(keys, store.pair_values(d.key, metric.slug), _print_table)
-    everything = parse_set(store, "models:" + ",".join(keys))
+    everything = ModelSet(f"all {len(keys)} demo models", tuple(keys))
     for metric in parsed:
         click.secho(f"\n== consistency over all {len(keys)} models, {metric.slug}", bold=True)
         result = consistency(store, everything, everything, metric.slug)

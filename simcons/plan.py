@@ -82,7 +82,8 @@ def _probe_jobs(ctx, queue, models, datasets, probes, subsets, extract_keys,  # 
     for d in datasets:
         train, test = subsets[probes.train][d.key], subsets[probes.test][d.key]
         for spec in models:
-            stored = set(ctx.store.probe_seeds(spec.key, d.key))
+            stored = set(ctx.store.probe_seeds(spec.key, d.key, train_subset=train.id,
+                                               test_subset=test.id))
             for seed in probes.seeds:
                 key = (f"{PROBE}/{spec.key}/{d.key}/seed{seed}/{train.fingerprint[:16]}/"
                        f"{test.fingerprint[:16]}")

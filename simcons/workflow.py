@@ -194,10 +194,8 @@ def missing_pairs(
     ]
 
 
-def labelled_features(
-    ctx: Context, model: str, d: DatasetSpec, subset: SubsetRecord
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(features, labels, extraction id) of one finished extraction."""
+def stored_features(ctx: Context, model: str, d: DatasetSpec, subset: SubsetRecord):  # noqa: ANN201
+    """(FeatureFile, extraction id) of one finished extraction, read and checked."""
     from simcons.extract.features import read_features
 
     record = ctx.store.find_extraction(model, d.key, subset.split, subset.id)
@@ -206,8 +204,7 @@ def labelled_features(
             f"no finished extraction of {model} on {d.key} [{subset.split}]; run "
             f"`simcons extract --models {model} --datasets {d.key} --split {subset.split}` first"
         )
-    ff = read_features(ctx.home / record.path)
-    return ff.features, ff.labels, record.id
+    return read_features(ctx.home / record.path), record.id
 
 
 def probe_one(
@@ -217,10 +214,10 @@ def probe_one(
     """Fit one linear probe (one seed) on stored train features, test it, and store the result."""
     from simcons.probes import ProbeConfig, fit_probe
 
-    train_x, train_y, train_run = labelled_features(ctx, model, d, train)
-    test_x, test_y, test_run = labelled_features(ctx, model, d, test)
+    (tr, train_run), (te, test_run) = (stored_features(ctx, model, d, s) for s in (train, test))
     settings = ProbeConfig(**config)
-    r = fit_probe(train_x, train_y, test_x, test_y, seed=seed, config=settings, device=ctx.device)
+    r = fit_probe(tr.features, tr.labels, te.features, te.labels, seed=seed, config=settings,
+                  device=ctx.device)
     ctx.store.upsert_probe(ProbeValue(
         model=model, dataset=d.key, seed=seed, learning_rate=r.learning_rate,
         weight_decay=r.weight_decay, val_top1=r.val_top1, test_top1=r.test_top1,
@@ -242,17 +239,9 @@ def load_dataset_features(
     ctx: Context, models: Sequence[str], d: DatasetSpec, subset: SubsetRecord
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Features of these models on one subset, checked to hold the same samples in one order."""
-    from simcons.extract.features import read_features
-
     feats, runs, ids, first = {}, {}, None, ""
     for key in models:
-        record = ctx.store.find_extraction(key, d.key, subset.split, subset.id)
-        if record is None or record.status != "done":
-            raise StoreError(
-                f"no finished extraction of {key} on {d.key} [{subset.split}]; run "
-                f"`simcons extract --models {key} --datasets {d.key}` first"
-            )
-        ff = read_features(ctx.home / record.path)
+        ff, runs[key] = stored_features(ctx, key, d, subset)
         if ids is None:
             ids, first = ff.sample_ids, key
         elif len(ff.sample_ids) != len(ids) or not np.array_equal(ff.sample_ids, ids):
@@ -260,7 +249,7 @@ def load_dataset_features(
                 f"{key} and {first} have different sample ids on {d.key} "
                 f"({len(ff.sample_ids)} vs {len(ids)} samples); re-extract one of them"
             )
-        feats[key], runs[key] = ff.features, record.id
+        feats[key] = ff.features
     return feats, runs
 
 
@@ -327,22 +316,31 @@ def run_probes(
     setup: ProbeSetup, *, batch_size: int = 64, log: Callable[[str], None] = print,
 ) -> list[Outcome]:
     """Extract what the probes need (skipping what is done), then fit the probes not stored."""
+    from tqdm import tqdm
+
     outcomes = run_extractions(ctx, models, datasets, setup.train, batch_size=batch_size, log=log)
     outcomes += run_extractions(ctx, models, datasets, setup.test, batch_size=batch_size, log=log)
+    bar = tqdm(total=len(datasets) * len(models) * len(setup.seeds), desc="probes", unit="probe",
+               disable=not ctx.progress)
     for d in datasets:
         train, _ = resolve_subset(ctx, d, setup.train)
         test, _ = resolve_subset(ctx, d, setup.test)
         for spec in models:
-            have = set(ctx.store.probe_seeds(spec.key, d.key))
+            have = set(ctx.store.probe_seeds(spec.key, d.key, train_subset=train.id,
+                                             test_subset=test.id))
             for seed in setup.seeds:
                 what = f"probe {spec.key} x {d.key} seed {seed}"
+                bar.set_postfix_str(f"{spec.key} x {d.key} seed {seed}")
                 if seed in have:
                     outcomes.append(Outcome(what, "skipped", "already stored"))
-                    continue
-                try:
-                    outcomes.append(probe_one(ctx, spec.key, d, train, test, seed, setup.config))
-                except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
-                    outcomes.append(_failed(what, exc, log))
+                else:
+                    try:
+                        outcomes.append(probe_one(ctx, spec.key, d, train, test, seed,
+                                                  setup.config))
+                    except Exception as exc:  # noqa: BLE001 - reported, the grid goes on
+                        outcomes.append(_failed(what, exc, log))
+                bar.update()
+    bar.close()
     return outcomes
 
 

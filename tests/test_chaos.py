@@ -17,7 +17,6 @@ import time
 import h5py
 import pytest
 
-from simcons.metrics import Metric
 from simcons.plan import plan
 from simcons.storage import ResultStore, make_engine
 from simcons.storage.jobs import JobQueue

@@ -41,6 +41,12 @@ def test_probes_are_stored_once_per_seed(ctx):
     _, rows = ctx.store.query("SELECT n_train, n_test, n_classes, test_top1, learning_rate "
                               "FROM probe_results")
     assert all(r[:3] == (24, 24, 3) and 0 <= r[3] <= 1 and r[4] == 0.1 for r in rows)
+    fewer = ProbeSetup(train=SubsetRule(split="train", max_samples=12), test=SETUP.test,
+                       seeds=(0,), config=FAST)
+    redone = [o for o in run_probes(ctx, models, ds, fewer) if o.what.startswith("probe")]
+    assert [o.status for o in redone] == ["done"] * 2  # another train subset: fitted again
+    _, rows = ctx.store.query("SELECT n_train FROM probe_results WHERE seed = 0")
+    assert [r[0] for r in rows] == [12, 12]
 
 
 def test_one_class_dataset_is_refused_and_nothing_stored(ctx):

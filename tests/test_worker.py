@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 
-import pytest
 from sqlalchemy import text
 
 from simcons.metrics import Metric

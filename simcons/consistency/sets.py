@@ -50,6 +50,8 @@ def _explicit(store: ResultStore, label: str, body: str) -> ModelSet:
     if not keys:
         raise StoreError(f"model set {label!r} names no model; write models:a,b,c")
     store.models(keys)  # raises naming unknown keys
+    if len(keys) > 3:
+        label = f"models:{keys[0]},{keys[1]},... ({len(keys)} models)"
     return ModelSet(label, keys)
 
 

@@ -462,13 +462,20 @@ def _mnist(spec: DatasetSpec, data_dir: Path | None) -> ImageSet:
     return _array_set(spec, images, labels, [str(i) for i in range(10)])
 
 
+#: 'Component' holds five skin-tone and hair swatches, not pictures: too few to split or probe.
+_EMOJI_SKIPPED = frozenset({"Component"})
+
+
 def emoji_dir(data_dir: Path) -> Path:
     """Where `fetch_demo_data` unpacks the emoji package."""
     return Path(data_dir) / "downloads" / EMOJI_DIRNAME
 
 
 def _emoji(spec: DatasetSpec, data_dir: Path | None) -> ImageSet:
-    """Google's 64 px emoji (skin-tone variants included), labelled by emoji.json `category`."""
+    """Google's 64 px emoji (skin-tone variants included), labelled by emoji.json `category`.
+
+    The 'Component' swatches are left out, leaving 9 categories.
+    """
     if data_dir is None:
         raise DatasetError(
             f"dataset {spec.key!r} needs the data folder that `simcons data fetch` filled; "
@@ -484,6 +491,7 @@ def _emoji(spec: DatasetSpec, data_dir: Path | None) -> ImageSet:
     entries = [
         (variant["image"], emoji["category"])
         for emoji in json.loads(index.read_text())
+        if emoji["category"] not in _EMOJI_SKIPPED
         for variant in (emoji, *(emoji.get("skin_variations") or {}).values())
         if variant.get("has_img_google")
     ]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 
 from simcons.storage.store import ResultStore
 
@@ -79,6 +79,14 @@ ORDER BY j.priority, j.id
 LIMIT 1
 {lock}
 """
+
+
+def _with_kinds(sql: str, kinds: Sequence[str] | None) -> tuple[TextClause, dict[str, Any]]:
+    """`sql` (ending in a WHERE clause) narrowed to these job kinds, with its parameters."""
+    if not kinds:
+        return text(sql), {}
+    clause = text(sql + " AND kind IN :kinds").bindparams(bindparam("kinds", expanding=True))
+    return clause, {"kinds": list(kinds)}
 
 
 class JobQueue:
@@ -237,24 +245,18 @@ class JobQueue:
 
     def retry_failed(self, kinds: Sequence[str] | None = None) -> int:
         """Queue failed jobs again with fresh attempts; returns how many."""
+        sql, params = _with_kinds(
+            "UPDATE jobs SET status = 'queued', attempts = 0 WHERE status = 'failed'", kinds
+        )
         with self.engine.begin() as conn:
-            where = "status = 'failed'" + (" AND kind IN :kinds" if kinds else "")
-            sql = text(f"UPDATE jobs SET status = 'queued', attempts = 0 WHERE {where}")
-            params: dict[str, Any] = {}
-            if kinds:
-                sql = sql.bindparams(bindparam("kinds", expanding=True))
-                params["kinds"] = list(kinds)
             return conn.execute(sql, params).rowcount
 
     def unfinished(self, kinds: Sequence[str] | None = None) -> int:
         """Jobs queued or running (of these kinds): work that may still become claimable."""
+        sql, params = _with_kinds(
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')", kinds
+        )
         with self.engine.connect() as conn:
-            where = "status IN ('queued', 'running')" + (" AND kind IN :kinds" if kinds else "")
-            sql = text(f"SELECT COUNT(*) FROM jobs WHERE {where}")
-            params: dict[str, Any] = {}
-            if kinds:
-                sql = sql.bindparams(bindparam("kinds", expanding=True))
-                params["kinds"] = list(kinds)
             return conn.execute(sql, params).scalar_one()
 
     def counts(self) -> dict[str, dict[str, int]]:

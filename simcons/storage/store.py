@@ -404,19 +404,27 @@ class ResultStore:
                 stmt.on_conflict_do_update(index_elements=_unique_columns(table), set_=update)
             )
 
-    def probe_seeds(self, model: str, dataset: str) -> list[int]:
-        """Seeds already probed for this model and dataset."""
+    def probe_seeds(
+        self, model: str, dataset: str, *, train_subset: int | None = None,
+        test_subset: int | None = None,
+    ) -> list[int]:
+        """Seeds already probed for this model and dataset (on these train/test subsets)."""
+        train = ExtractionRow.__table__.alias("train_run")
+        test = ExtractionRow.__table__.alias("test_run")
         with self._session() as s:
-            return list(
-                s.scalars(
-                    select(ProbeResultRow.seed)
-                    .where(
-                        ProbeResultRow.model_id == _model_row(s, model).id,
-                        ProbeResultRow.dataset_id == _dataset_row(s, dataset).id,
-                    )
-                    .order_by(ProbeResultRow.seed)
-                )
+            query = select(ProbeResultRow.seed).where(
+                ProbeResultRow.model_id == _model_row(s, model).id,
+                ProbeResultRow.dataset_id == _dataset_row(s, dataset).id,
             )
+            if train_subset is not None:
+                query = query.join(train, train.c.id == ProbeResultRow.train_extraction_id).where(
+                    train.c.subset_id == train_subset
+                )
+            if test_subset is not None:
+                query = query.join(test, test.c.id == ProbeResultRow.test_extraction_id).where(
+                    test.c.subset_id == test_subset
+                )
+            return list(s.scalars(query.order_by(ProbeResultRow.seed)))
 
     # ---- read-only SQL --------------------------------------------------------------------------
 
