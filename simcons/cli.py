@@ -35,10 +35,12 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 class Env:
     """What every command needs: the data folder and the database URL."""
 
-    def __init__(self, db: str | None, home: str | None, datasets_root: str | None) -> None:
+    def __init__(self, db: str | None, home: str | None, datasets_root: str | None,
+                 loader_workers: int = 0) -> None:
         self.home = data_dir(home)
         self.url = database_url(db, self.home)
         self.datasets_root = Path(datasets_root).resolve() if datasets_root else None
+        self.loader_workers = loader_workers
 
     def store(self, *, read_only: bool = False) -> ResultStore:
         """Open the store, checking its schema revision."""
@@ -54,6 +56,7 @@ class Env:
             datasets_root=self.datasets_root,
             device=resolve_device(device),
             progress=progress,
+            loader_workers=self.loader_workers,
         )
 
 
@@ -95,10 +98,14 @@ class SimconsGroup(click.Group):
     envvar="SIMCONS_DATASETS",
     help="Folder holding webdataset and image-folder datasets.",
 )
+@click.option("--loader-workers", type=click.IntRange(min=0), default=0,
+              envvar="SIMCONS_LOADER_WORKERS", show_default=True,
+              help="Processes decoding images while a model extracts (0: in the main process).")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, home: str | None, datasets_root: str | None) -> None:
+def main(ctx: click.Context, db: str | None, home: str | None, datasets_root: str | None,
+         loader_workers: int) -> None:
     """simcons: similarity of vision models' representations and its consistency across datasets."""
-    ctx.obj = Env(db, home, datasets_root)
+    ctx.obj = Env(db, home, datasets_root, loader_workers)
 
 
 # ---- db ------------------------------------------------------------------------------------------
@@ -642,7 +649,8 @@ def _spawn_workers(env: Env, n: int, args: list[str]) -> int:
     import signal
     import subprocess
 
-    base = [sys.executable, "-m", "simcons", "--db", env.url, "--home", str(env.home)]
+    base = [sys.executable, "-m", "simcons", "--db", env.url, "--home", str(env.home),
+            "--loader-workers", str(env.loader_workers)]
     if env.datasets_root:
         base += ["--datasets-root", str(env.datasets_root)]
     children = [subprocess.Popen([*base, *args]) for _ in range(n)]

@@ -75,6 +75,7 @@ class Context:
     datasets_root: Path | None = None
     device: str = "cpu"
     progress: bool = True
+    loader_workers: int = 0  # DataLoader processes decoding images during extraction
 
 
 def feature_path(model: str, dataset: str, split: str, subset: SubsetRecord) -> Path:
@@ -140,7 +141,7 @@ def extract_one(
     try:
         feats = extract_features(
             model, spec, images, batch_size=batch_size, device=ctx.device,
-            progress=ctx.progress, desc=f"{spec.key} x {d.key}",
+            progress=ctx.progress, desc=f"{spec.key} x {d.key}", num_workers=ctx.loader_workers,
         )
         rel = feature_path(spec.key, d.key, subset.split, subset)
         write_features(
