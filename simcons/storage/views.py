@@ -64,7 +64,8 @@ JOIN datasets d ON d.id = r.dataset_id
 GROUP BY m.key, d.key, d.category
 """
 
-#: Views in creation order; dropped in reverse.
+#: Views in creation order (dropped in reverse), as revision 0001 creates them. A later revision
+#: that changes a view spells out its new DDL itself, so this revision stays as it was.
 VIEWS = {
     "model_catalog": MODEL_CATALOG,
     "pair_view": PAIR_VIEW,

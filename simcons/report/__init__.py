@@ -1,1 +1,0 @@
-"""simcons.report."""
