@@ -134,7 +134,7 @@ def _similarity_jobs(ctx, queue, models, datasets, metrics, subsets, extract_key
         subset = subsets[d.key]
         for metric in metrics:
             done = covered.get((d.key, metric.slug, subset.id), set())
-            missing = missing_pairs(ctx, keys, d, metric.slug)
+            missing = missing_pairs(ctx, keys, d, metric.slug, subset)
             todo = [p for p in missing if p not in done]
             already[SIMILARITY] = already.get(SIMILARITY, 0) + (len(missing) > len(todo))
             for block in _blocks(todo, block_pairs):

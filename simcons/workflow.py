@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from simcons.catalog import DatasetSpec, ModelSpec
+from simcons.catalog.specs import model_fingerprint
 from simcons.storage import (
     ExtractionInfo,
     PairValue,
@@ -78,10 +79,10 @@ class Context:
     loader_workers: int = 0  # DataLoader processes decoding images during extraction
 
 
-def feature_path(model: str, dataset: str, split: str, subset: SubsetRecord) -> Path:
-    """Path of one feature file, relative to the data folder."""
-    name = f"{_safe(split)}-{subset.fingerprint[:16]}.h5"
-    return Path(FEATURES_DIR) / _safe(model) / _safe(dataset) / name
+def feature_path(spec: ModelSpec, dataset: str, split: str, subset: SubsetRecord) -> Path:
+    """Path of one feature file, relative to the data folder: one per model version and subset."""
+    name = f"{_safe(split)}-{subset.fingerprint[:16]}-{model_fingerprint(spec)[:12]}.h5"
+    return Path(FEATURES_DIR) / _safe(spec.key) / _safe(dataset) / name
 
 
 def _safe(key: str) -> str:
@@ -143,13 +144,14 @@ def extract_one(
             model, spec, images, batch_size=batch_size, device=ctx.device,
             progress=ctx.progress, desc=f"{spec.key} x {d.key}", num_workers=ctx.loader_workers,
         )
-        rel = feature_path(spec.key, d.key, subset.split, subset)
+        rel = feature_path(spec, d.key, subset.split, subset)
         write_features(
             ctx.home / rel, feats, np.asarray(images.labels, dtype=np.int64),
             np.asarray(images.sample_ids), attrs={
                 "model": spec.key, "dataset": d.key, "split": subset.split,
                 "layer": spec.module_name, "token_rule": spec.token_rule,
                 "subset_fingerprint": subset.fingerprint,
+                "model_fingerprint": model_fingerprint(spec),
             },
         )
     except BaseException as exc:
@@ -182,17 +184,34 @@ def similarity_block(
     return Outcome(f"similarity {metric.slug} on {d.key}", "done", f"{len(values)} pairs")
 
 
-def missing_pairs(
-    ctx: Context, models: Sequence[str], d: DatasetSpec, metric_slug: str
-) -> list[tuple[str, str]]:
-    """The unordered pairs (a < b) of these models not yet stored for this dataset and metric."""
+def all_pairs_of(models: Sequence[str]) -> list[tuple[str, str]]:
+    """Every unordered pair (a < b) of these models."""
     keys = sorted(set(models))
-    have = ctx.store.pair_values(d.key, metric_slug) if metric_slug in ctx.store.metric_slugs() \
-        else {}
-    return [
-        (a, b) for i, a in enumerate(keys) for b in keys[i + 1:]
-        if (a, b) not in have and (b, a) not in have
-    ]
+    return [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+
+
+def missing_pairs(
+    ctx: Context, models: Sequence[str], d: DatasetSpec, metric_slug: str, subset: SubsetRecord
+) -> list[tuple[str, str]]:
+    """Pairs of these models with no current value for this dataset and metric.
+
+    A computed pair is current when it was computed from the models' present extractions of
+    this subset; a pair computed from other features (another subset, or a model whose catalog
+    entry changed since) is computed again. Imported pairs count as stored.
+    """
+    if metric_slug not in ctx.store.metric_slugs():
+        return all_pairs_of(models)
+    stored = ctx.store.pair_provenance(d.key, metric_slug)
+    current = {}
+    for m in set(models):
+        record = ctx.store.find_extraction(m, d.key, subset.split, subset.id)
+        current[m] = record.id if record is not None and record.status == "done" else None
+    out = []
+    for a, b in all_pairs_of(models):
+        prov = stored.get((a, b)) or stored.get((b, a))
+        if prov is None or prov[2] == "computed" and {prov[0], prov[1]} != {current[a], current[b]}:
+            out.append((a, b))
+    return out
 
 
 def stored_features(ctx: Context, model: str, d: DatasetSpec, subset: SubsetRecord):  # noqa: ANN201
@@ -205,7 +224,20 @@ def stored_features(ctx: Context, model: str, d: DatasetSpec, subset: SubsetReco
             f"no finished extraction of {model} on {d.key} [{subset.split}]; run "
             f"`simcons extract --models {model} --datasets {d.key} --split {subset.split}` first"
         )
-    return read_features(ctx.home / record.path), record.id
+    path = ctx.home / record.path
+    ff = read_features(path)
+    spec = ctx.store.models([model])[0]
+    expected = {"model": model, "dataset": d.key, "split": subset.split,
+                "subset_fingerprint": subset.fingerprint,
+                "model_fingerprint": model_fingerprint(spec)}
+    wrong = {k: ff.attrs.get(k) for k, v in expected.items() if ff.attrs.get(k) != v}
+    if wrong:
+        raise StoreError(
+            f"{path} does not hold what the store says ({model} on {d.key} [{subset.split}]): "
+            + ", ".join(f"its {k} is {v!r}" for k, v in wrong.items())
+            + f"; delete it and run `simcons extract --models {model} --datasets {d.key}` again"
+        )
+    return ff, record.id
 
 
 def probe_one(
@@ -299,9 +331,9 @@ def run_similarities(
         subset, _ = resolve_subset(ctx, d, rule)
         for metric in metrics:
             what = f"similarity {metric.slug} on {d.key}"
-            if recompute and metric.slug in ctx.store.metric_slugs():
-                ctx.store.delete_pairs(d.key, metric.slug)
-            todo = missing_pairs(ctx, [m.key for m in models], d, metric.slug)
+            keys = [m.key for m in models]
+            todo = all_pairs_of(keys) if recompute else missing_pairs(ctx, keys, d, metric.slug,
+                                                                      subset)
             if not todo:
                 outcomes.append(Outcome(what, "skipped", "all pairs already stored"))
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from simcons.catalog import DatasetSpec
 from simcons.extract.datasets import DatasetError
 from simcons.plan import plan
 from simcons.probes import ProbeError
@@ -82,3 +83,20 @@ def test_a_missing_test_split_names_the_splits_present(ctx):
     with pytest.raises(DatasetError, match="no split 'val'.*splits present: test, train"):
         run_probes(ctx, ctx.store.models()[:1], ctx.store.datasets(["ds_p"]),
                    ProbeSetup(test=SubsetRule(split="val"), config=FAST))
+
+
+def test_a_test_class_unseen_in_train_is_refused_not_relabelled(ctx, tmp_path):
+    root = tmp_path / "datasets"
+    make_image_folder(root, "mism", n_per_class=8, seed=6, splits=("train",), n_classes=2)
+    make_image_folder(root / "x", "mism", n_per_class=8, seed=7, splits=("test",), n_classes=3)
+    (root / "x" / "mism" / "test" / "class1").rename(root / "x" / "mism" / "test" / "zeta")
+    (root / "x" / "mism" / "test").rename(root / "mism" / "test")
+    spec = DatasetSpec(key="mism", name="m", category="c", source="imagefolder",
+                       params={"path": "mism"})
+    ctx.store.upsert_datasets([spec])
+    out = run_probes(ctx, ctx.store.models()[:1], [spec], SETUP, log=lambda _: None)
+    failed = [o for o in out if o.status == "failed"]
+    # 'zeta' (label 2 of the classes of both splits) is not in train: refused, not relabelled
+    assert len(failed) == 2 and all("class(es) not in train_y: [2]" in o.detail for o in failed)
+    _, rows = ctx.store.query("SELECT COUNT(*) FROM probe_results")
+    assert rows == [(0,)]

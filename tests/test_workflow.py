@@ -143,3 +143,62 @@ def test_unknown_layer_is_recorded_as_failed(grid):
     subset, _ = resolve_subset(ctx, datasets[0], RULE)
     rec = ctx.store.find_extraction("bad-layer", "ds_a", "train", subset.id)
     assert rec.status == "failed" and "no_such_layer" in rec.error
+
+
+def test_recompute_replaces_only_the_selected_pairs_and_loses_nothing_on_failure(grid):
+    ctx, models, datasets = grid
+    run_extractions(ctx, models, datasets[:1], RULE)
+    run_similarities(ctx, models, datasets[:1], METRICS[:1], RULE)
+    before = ctx.store.pair_values("ds_a", METRICS[0].slug)
+    out = run_similarities(ctx, models[:2], datasets[:1], METRICS[:1], RULE, recompute=True)
+    assert out[0].detail == "1 pairs"
+    assert ctx.store.pair_values("ds_a", METRICS[0].slug) == before  # same features, same values
+    ghost = ModelSpec(key="no-features", loader="timm", model_name="resnet10t",
+                      module_name="global_pool", loader_params={"pretrained": False})
+    ctx.store.upsert_models([ghost])
+    out = run_similarities(ctx, [*models, ghost], datasets[:1], METRICS[:1], RULE,
+                           recompute=True, log=lambda _: None)
+    assert out[0].status == "failed" and "no finished extraction of no-features" in out[0].detail
+    assert ctx.store.pair_values("ds_a", METRICS[0].slug) == before
+
+
+def test_a_changed_catalog_entry_gets_new_features_and_pairs(grid):
+    ctx, models, datasets = grid
+    run_extractions(ctx, models, datasets[:1], RULE)
+    run_similarities(ctx, models, datasets[:1], METRICS[:1], RULE)
+    old = ctx.store.pair_values("ds_a", METRICS[0].slug)
+    changed = ModelSpec(key="r10-s0", loader="timm", model_name="resnet10t",
+                        module_name="global_pool", loader_params={"pretrained": False, "seed": 5})
+    ctx.store.upsert_models([changed])
+    out = run_extractions(ctx, ctx.store.models(), datasets[:1], RULE)
+    assert sorted(o.status for o in out) == ["done", "skipped", "skipped"]
+    out = run_similarities(ctx, ctx.store.models(), datasets[:1], METRICS[:1], RULE)
+    assert out[0].detail == "2 pairs"  # the two pairs of the changed model, computed again
+    new = ctx.store.pair_values("ds_a", METRICS[0].slug)
+    assert new[("r10-s1", "vit-tiny")] == old[("r10-s1", "vit-tiny")]
+    assert new[("r10-s0", "r10-s1")] != old[("r10-s0", "r10-s1")]
+    files = sorted(p.name for p in (ctx.home / "features" / "r10-s0" / "ds_a").iterdir())
+    assert len(files) == 2  # the old file is not overwritten
+
+
+def test_another_subset_is_not_answered_with_the_old_pairs(grid):
+    ctx, models, datasets = grid
+    run_extractions(ctx, models[:2], datasets[:1], RULE)
+    run_similarities(ctx, models[:2], datasets[:1], METRICS[:1], RULE)
+    fewer = SubsetRule(split="train", max_samples=6, seed=42)
+    run_extractions(ctx, models[:2], datasets[:1], fewer)
+    out = run_similarities(ctx, models[:2], datasets[:1], METRICS[:1], fewer)
+    assert out[0].status == "done"
+    _, rows = ctx.store.query("SELECT n_samples FROM pair_similarities")
+    assert rows == [(6,)]
+
+
+def test_a_feature_file_of_another_model_is_refused(grid):
+    ctx, models, datasets = grid
+    run_extractions(ctx, models[:2], datasets[:1], RULE)
+    subset, _ = resolve_subset(ctx, datasets[0], RULE)
+    a = ctx.store.find_extraction("r10-s0", "ds_a", "train", subset.id)
+    b = ctx.store.find_extraction("r10-s1", "ds_a", "train", subset.id)
+    (ctx.home / a.path).write_bytes((ctx.home / b.path).read_bytes())
+    with pytest.raises(StoreError, match="its model is 'r10-s1'"):
+        load_dataset_features(ctx, ["r10-s0", "r10-s1"], datasets[0], subset)

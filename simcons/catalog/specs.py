@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +60,15 @@ class ModelSpec:
             )
         if not self.module_name:
             raise CatalogError(f"model {self.key!r}: module_name is empty; name the layer to hook")
+
+
+def model_fingerprint(spec: ModelSpec) -> str:
+    """sha256 of what determines a model's features: loader, name, layer, token rule, params."""
+    ident = {
+        "loader": spec.loader, "model_name": spec.model_name, "module_name": spec.module_name,
+        "token_rule": spec.token_rule, "loader_params": spec.loader_params,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

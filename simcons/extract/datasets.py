@@ -329,11 +329,16 @@ class _FileImages:
 
 
 def _open_imagefolder(spec: DatasetSpec, base: Path, split: str) -> ImageSet:
-    """Classes are the sorted sub-folders of the split; files are walked as torchvision does."""
+    """Classes are the sorted class folders of ALL splits, so a label means the same class in
+    every split (a class only one split has keeps its own label); files are walked as
+    torchvision does."""
     folder = _split_folder(spec, base, split, _FOLDER_LAYOUT)
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    splits = [entry.path for entry in os.scandir(base) if entry.is_dir()]
+    classes = sorted({c.name for s in splits for c in os.scandir(s) if c.is_dir()})
     paths, labels = [], []
     for label, name in enumerate(classes):
+        if not (folder / name).is_dir():
+            continue
         for dirpath, _, fnames in sorted(os.walk(folder / name, followlinks=True)):
             for fname in sorted(fnames):
                 if fname.lower().endswith(FOLDER_IMAGE_SUFFIXES):

@@ -116,6 +116,7 @@ class ExtractionRow(Base):
     subset_id: Mapped[int] = mapped_column(ForeignKey("subsets.id", ondelete="CASCADE"))
     layer: Mapped[str] = mapped_column(String(KEY))
     token_rule: Mapped[str] = mapped_column(String(16))
+    model_fingerprint: Mapped[str] = mapped_column(String(64), server_default="")
     preprocessing: Mapped[str] = mapped_column(Text, default="{}")
     weights_source: Mapped[str | None] = mapped_column(Text)
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -130,13 +131,8 @@ class ExtractionRow(Base):
     dtype: Mapped[str | None] = mapped_column(String(16))
     __table_args__ = (
         UniqueConstraint(
-            "model_id",
-            "dataset_id",
-            "split",
-            "subset_id",
-            "layer",
-            "token_rule",
-            name="uq_extraction_runs",
+            "model_id", "dataset_id", "split", "subset_id", "layer", "token_rule",
+            "model_fingerprint", name="uq_extraction_runs",
         ),
         CheckConstraint("status IN ('running', 'done', 'failed')", name="ck_extraction_status"),
         Index("ix_extraction_runs_status", "status"),

@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, Table, TextClause, UniqueConstraint, delete, select, text
+from sqlalchemy import Engine, Table, TextClause, UniqueConstraint, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from simcons import __version__
-from simcons.catalog.specs import DatasetSpec, ModelSpec
+from simcons.catalog.specs import DatasetSpec, ModelSpec, model_fingerprint
 from simcons.storage.engine import make_engine
 from simcons.storage.migrate import check_schema
 from simcons.storage.records import (
@@ -248,6 +248,7 @@ class ResultStore:
                     subset_id=subset_id,
                     layer=m.module_name,
                     token_rule=m.token_rule,
+                    model_fingerprint=model_fingerprint(_model_spec(m)),
                     preprocessing="{}",
                     package_versions="{}",
                 )
@@ -360,16 +361,20 @@ class ResultStore:
             )
             return {(a, b): v for a, b, v in s.execute(sql, {"d": dataset, "m": metric})}
 
-    def delete_pairs(self, dataset: str, metric: str) -> int:
-        """Remove the stored pairs of one dataset and metric (for an explicit recompute)."""
+    def pair_provenance(
+        self, dataset: str, metric: str
+    ) -> dict[tuple[str, str], tuple[int | None, int | None, str]]:
+        """(extraction_a, extraction_b, source) of each stored pair, keyed as stored."""
         with self._session() as s:
-            result = s.execute(
-                delete(PairSimilarityRow).where(
-                    PairSimilarityRow.dataset_id == _dataset_row(s, dataset).id,
-                    PairSimilarityRow.metric_id == _metric_id(s, metric),
-                )
+            sql = text(
+                "SELECT ma.key, mb.key, p.extraction_a_id, p.extraction_b_id, p.source "
+                "FROM pair_similarities p "
+                "JOIN models ma ON ma.id = p.model_a_id JOIN models mb ON mb.id = p.model_b_id "
+                "JOIN datasets d ON d.id = p.dataset_id JOIN metrics m ON m.id = p.metric_id "
+                "WHERE d.key = :d AND m.slug = :m"
             )
-            return result.rowcount or 0
+            return {(a, b): (ea, eb, src) for a, b, ea, eb, src in
+                    s.execute(sql, {"d": dataset, "m": metric})}
 
     # ---- probes ---------------------------------------------------------------------------------
 
@@ -538,6 +543,7 @@ def _extraction_row(
             ExtractionRow.subset_id == subset_id,
             ExtractionRow.layer == m.module_name,
             ExtractionRow.token_rule == m.token_rule,
+            ExtractionRow.model_fingerprint == model_fingerprint(_model_spec(m)),
         )
     )
 

@@ -27,11 +27,11 @@ def test_db_lifecycle(run, sqlite_url):
     assert run("models").exit_code == 2
     assert "simcons db init" in run("models").output
     assert run("db", "init").exit_code == 0
-    assert "revision: 0003" in run("db", "status").output
+    assert "revision: 0004" in run("db", "status").output
     downgrade(make_engine(sqlite_url), "0001")
     result = run("ingest", "paper")
     assert result.exit_code == 2 and "simcons db upgrade" in result.output
-    assert "0001 -> 0003" in run("db", "upgrade").output
+    assert "0001 -> 0004" in run("db", "upgrade").output
 
 
 def test_ingest_paper_and_query(run, tmp_path):
