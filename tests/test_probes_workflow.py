@@ -96,7 +96,7 @@ def test_a_test_class_unseen_in_train_is_refused_not_relabelled(ctx, tmp_path):
     ctx.store.upsert_datasets([spec])
     out = run_probes(ctx, ctx.store.models()[:1], [spec], SETUP, log=lambda _: None)
     failed = [o for o in out if o.status == "failed"]
-    # 'zeta' (label 2 of the classes of both splits) is not in train: refused, not relabelled
-    assert len(failed) == 2 and all("class(es) not in train_y: [2]" in o.detail for o in failed)
+    # class2 and zeta (labels 2, 3 of both splits' classes) are not in train: refused
+    assert len(failed) == 2 and all("class(es) not in train_y: [2, 3]" in o.detail for o in failed)
     _, rows = ctx.store.query("SELECT COUNT(*) FROM probe_results")
     assert rows == [(0,)]
