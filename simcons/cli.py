@@ -182,14 +182,17 @@ def _where(env: Env) -> str:
     is_flag=True,
     help="SOURCES are folders of <dataset>/<metric>/similarity_matrix.pt results.",
 )
+@click.option("--replace", is_flag=True,
+              help="With --results: overwrite pairs simcons computed itself.")
 @click.pass_obj
-def ingest(env: Env, sources: Sequence[str], results: bool) -> None:
+def ingest(env: Env, sources: Sequence[str], results: bool, replace: bool) -> None:
     """Ingest catalogs (`paper`, `demo`, a YAML or CSV file) or existing similarity results."""
     from simcons.ingest import ingest_catalog, ingest_results
 
     store = env.store()
     for source in sources:
-        reports = ingest_results(store, Path(source)) if results else ingest_catalog(store, source)
+        reports = (ingest_results(store, Path(source), replace=replace) if results
+                   else ingest_catalog(store, source))
         for report in reports:
             click.echo(report.line())
 
@@ -726,7 +729,9 @@ def weights_fetch(env: Env, models: str) -> None:
 @click.pass_obj
 def sql(env: Env, statement: str, csv_path: str | None) -> None:
     """Run one read-only SQL statement on the store (views: pair_view, model_catalog, ...)."""
-    columns, rows = env.store(read_only=True).query(statement)
+    from simcons.storage.store import read_only_statement
+
+    columns, rows = env.store(read_only=True).query(read_only_statement(statement))
     if csv_path:
         with open(csv_path, "w", newline="") as fh:
             writer = csv.writer(fh)

@@ -41,8 +41,12 @@ def ingest_catalog(store: ResultStore, source: str | Path) -> list[IngestReport]
     return reports
 
 
-def ingest_results(store: ResultStore, root: Path) -> list[IngestReport]:
-    """Ingest every `<dataset>/<metric>/similarity_matrix.pt` + `model_ids.txt` under root."""
+def ingest_results(store: ResultStore, root: Path, *, replace: bool = False) -> list[IngestReport]:
+    """Ingest every `<dataset>/<metric>/similarity_matrix.pt` + `model_ids.txt` under root.
+
+    Every file is read and checked before anything is written. Pairs that simcons computed
+    itself are kept unless `replace` is given.
+    """
     root = Path(root)
     files = sorted(root.rglob(MATRIX_FILE))
     if not files:
@@ -52,7 +56,8 @@ def ingest_results(store: ResultStore, root: Path) -> list[IngestReport]:
         )
     datasets = {d.key: d for d in store.datasets()}
     by_path = {str(d.params.get("path")): d.key for d in datasets.values() if d.params.get("path")}
-    reports = []
+    known = {m.key for m in store.models()}
+    batches = []
     for path in files:
         metric_dir = path.parent
         rel = metric_dir.parent.relative_to(root).as_posix()
@@ -63,17 +68,34 @@ def ingest_results(store: ResultStore, root: Path) -> list[IngestReport]:
                 "ingest the dataset catalog first (`simcons ingest paper`)"
             )
         pairs = read_matrix(metric_dir)
-        metric = Metric.from_slug(metric_dir.name)
+        unknown = sorted({k for p in pairs for k in (p.model_a, p.model_b)} - known)
+        if unknown:
+            raise StoreError(
+                f"{metric_dir / IDS_FILE}: unknown model(s) {', '.join(map(repr, unknown[:5]))}; "
+                "ingest their catalog first (`simcons ingest ...`)"
+            )
+        batches.append((path, dataset, Metric.from_slug(metric_dir.name), pairs))
+    reports = []
+    for path, dataset, metric, pairs in batches:
         store.ensure_metric(metric.slug, metric.kind, metric.parameters())
-        before = store.pair_values(dataset, metric.slug)
+        before = _stored(store, dataset, metric.slug)
+        computed = [p for p in pairs if before.get(frozenset((p.model_a, p.model_b))) == "computed"]
+        if computed and not replace:
+            raise StoreError(
+                f"{path}: {len(computed)} of its pairs were computed by simcons on {dataset} "
+                "and are kept; pass --replace to overwrite them with the imported values"
+            )
+    for path, dataset, metric, pairs in batches:
+        before = _stored(store, dataset, metric.slug)
         store.upsert_pairs(dataset, metric.slug, pairs, source=f"imported:{path}")
-        added = sum(
-            1
-            for p in pairs
-            if (p.model_a, p.model_b) not in before and (p.model_b, p.model_a) not in before
-        )
+        added = sum(frozenset((p.model_a, p.model_b)) not in before for p in pairs)
         reports.append(IngestReport(f"{dataset} {metric.slug}", added, len(pairs) - added))
     return reports
+
+
+def _stored(store: ResultStore, dataset: str, metric: str) -> dict[frozenset, str]:
+    """Source of each stored pair of one dataset and metric, keyed by the unordered pair."""
+    return {frozenset(k): v[2] for k, v in store.pair_provenance(dataset, metric).items()}
 
 
 def read_matrix(folder: Path) -> list[PairValue]:
@@ -88,7 +110,11 @@ def read_matrix(folder: Path) -> list[PairValue]:
         matrix = torch.load(folder / MATRIX_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise StoreError(f"{folder / MATRIX_FILE}: cannot be read as a tensor ({exc})") from exc
-    values = np.asarray(matrix.double().numpy() if hasattr(matrix, "numpy") else matrix, float)
+    if not isinstance(matrix, torch.Tensor):
+        raise StoreError(
+            f"{folder / MATRIX_FILE} holds a {type(matrix).__name__}, not a tensor of similarities"
+        )
+    values = matrix.double().numpy()
     n = len(ids)
     if values.shape != (n, n):
         raise StoreError(f"{folder}: matrix is {values.shape} but {IDS_FILE} lists {n} models")
@@ -100,8 +126,8 @@ def read_matrix(folder: Path) -> list[PairValue]:
 
 
 def _one_triangle(upper: np.ndarray, lower: np.ndarray, folder: Path) -> np.ndarray:
-    """The pair values of a full symmetric matrix, or of the one filled triangle."""
-    empty = [not np.any(np.isfinite(t) & (t != 0)) for t in (upper, lower)]
+    """The pair values of a full symmetric matrix, or of the one filled triangle (other all 0)."""
+    empty = [bool(np.all(t == 0)) for t in (upper, lower)]
     if empty[1] and not empty[0]:
         lower = upper
     elif empty[0] and not empty[1]:
@@ -110,4 +136,9 @@ def _one_triangle(upper: np.ndarray, lower: np.ndarray, folder: Path) -> np.ndar
         raise StoreError(f"{folder}: the matrix holds NaN or infinite similarities")
     if not np.allclose(upper, lower, rtol=0, atol=1e-6):
         raise StoreError(f"{folder}: the matrix is not symmetric; is it a similarity matrix?")
+    if np.any(np.abs(upper) > 1 + 1e-9):
+        raise StoreError(
+            f"{folder}: similarities outside [-1, 1] (max |value| {np.abs(upper).max():.4g}); "
+            "CKA and RSA values lie in [-1, 1]"
+        )
     return upper

@@ -57,6 +57,15 @@ class ProbeSetup:
     seeds: tuple[int, ...] = (0, 1, 2)
     config: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.train.split == self.test.split:
+            raise ValueError(
+                f"probes train and test on the same split ({self.train.split!r}): the accuracy "
+                "would be measured on training data; give another test split (--test-split)"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"probe seeds {self.seeds}: give one or more distinct seeds")
+
 
 @dataclass(frozen=True)
 class Outcome:

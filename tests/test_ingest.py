@@ -99,7 +99,7 @@ def test_results_errors_keep_stored_values(store, catalog_file, tmp_path):
     ingest_results(store, good)
     bad = tmp_path / "bad"
     _write_results(bad, "wds/vtab/cifar10", ["vit", "unknown_model"], [[1, 0.9], [0.9, 1]])
-    with pytest.raises(StoreError, match="unknown model 'unknown_model'"):
+    with pytest.raises(StoreError, match="model_ids.txt: unknown model.s. 'unknown_model'"):
         ingest_results(store, bad)
     asym = tmp_path / "asym"
     _write_results(asym, "wds/vtab/cifar10", ["vit", "r18"], [[1, 0.9], [0.1, 1]])
@@ -109,5 +109,40 @@ def test_results_errors_keep_stored_values(store, catalog_file, tmp_path):
     _write_results(nodata, "no_such_dataset", ["vit", "r18"], [[1, 0.9], [0.9, 1]])
     with pytest.raises(StoreError, match="matches no stored dataset"):
         ingest_results(store, nodata)
+    values = store.pair_values("wds/vtab/cifar10", "cka_kernel_linear_unbiased")
+    assert list(values.values()) == [0.5]
+
+
+def test_results_are_all_or_nothing_and_range_checked(store, catalog_file, tmp_path):
+    ingest_catalog(store, catalog_file)
+    from simcons.catalog import DatasetSpec
+
+    store.upsert_datasets([DatasetSpec(key="other", name="o", category="c", source="demo")])
+    mixed = tmp_path / "mixed"
+    _write_results(mixed, "other", ["vit", "r18"], [[1, 0.5], [0.5, 1]])
+    _write_results(mixed, "wds/vtab/cifar10", ["vit", "r18"], [[1, float("nan")], [0.5, 1]])
+    with pytest.raises(StoreError, match="NaN"):
+        ingest_results(store, mixed)
+    assert store.pair_values("other", "cka_kernel_linear_unbiased") == {}  # nothing written
+    wild = tmp_path / "wild"
+    _write_results(wild, "other", ["vit", "r18"], [[1, 4.0], [4.0, 1]])
+    with pytest.raises(StoreError, match="outside \\[-1, 1\\]"):
+        ingest_results(store, wild)
+
+
+def test_results_keep_computed_pairs_unless_replaced(store, catalog_file, tmp_path):
+    ingest_catalog(store, catalog_file)
+    from simcons.storage import PairValue
+
+    store.ensure_metric("cka_kernel_linear_unbiased", "cka", {})
+    store.upsert_pairs("wds/vtab/cifar10", "cka_kernel_linear_unbiased",
+                       [PairValue("vit", "r18", 0.75)])
+    root = tmp_path / "res"
+    _write_results(root, "wds/vtab/cifar10", ["vit", "r18"], [[1, 0.5], [0.5, 1]])
+    with pytest.raises(StoreError, match="--replace"):
+        ingest_results(store, root)
+    values = store.pair_values("wds/vtab/cifar10", "cka_kernel_linear_unbiased")
+    assert list(values.values()) == [0.75]
+    assert [(r.added, r.updated) for r in ingest_results(store, root, replace=True)] == [(0, 1)]
     values = store.pair_values("wds/vtab/cifar10", "cka_kernel_linear_unbiased")
     assert list(values.values()) == [0.5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -605,6 +606,41 @@ def _extraction_record(s: Session, row: ExtractionRow) -> ExtractionRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
     )
+
+
+_READ_VERBS = ("select", "with", "values", "table", "explain", "show")
+_SERVER_SIDE = re.compile(
+    r"\b(pg_read_file|pg_read_binary_file|pg_ls_\w+|pg_stat_file|lo_import|lo_export|lo_\w+|"
+    r"pg_terminate_backend|pg_cancel_backend|pg_advisory\w*|pg_try_advisory\w*|dblink\w*|"
+    r"pg_reload_conf|pg_rotate_logfile|set_config|pg_sleep\w*|pg_switch_wal|"
+    r"pg_create_\w*|pg_drop_\w*|pg_notify)\s*\(",
+    re.IGNORECASE,
+)
+
+
+def read_only_statement(sql: str) -> str:
+    """Check that `sql` is one query (SELECT, WITH, VALUES, TABLE, EXPLAIN, SHOW) and return it.
+
+    The store is also opened read-only; this check adds what a read-only transaction allows a
+    PostgreSQL superuser (COPY to a server file, server-file and backend functions) or SQLite
+    (ATTACH, PRAGMA).
+    """
+    body = sql.strip().rstrip(";").strip()
+    words = body.split(None, 1)
+    if not words or words[0].lower() not in _READ_VERBS:
+        raise StoreError(
+            f"simcons sql runs one query starting with {', '.join(v.upper() for v in _READ_VERBS)}"
+            f"; got {(words[0] if words else 'an empty statement')!r} (the store is read-only here)"
+        )
+    if ";" in body:
+        raise StoreError("simcons sql runs one statement; remove the ';' between statements")
+    found = _SERVER_SIDE.search(body)
+    if found:
+        raise StoreError(
+            f"simcons sql does not run {found.group(1)}(): it acts on the server, not on results "
+            "(the store is read-only here)"
+        )
+    return body
 
 
 def _sql_message(exc: Exception) -> str:
