@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from simcons import __version__
 from simcons.catalog import CatalogError
@@ -66,6 +68,8 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise click.UsageError(f"--device {device}: use auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise click.UsageError(f"--device {device}: no CUDA device here; use --device cpu")
     return device
@@ -81,10 +85,35 @@ class SimconsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
-            if os.environ.get("SIMCONS_DEBUG"):
-                raise
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
+            _fail(exc, str(exc))
+        except (OperationalError, ArgumentError, DatabaseError) as exc:
+            _fail(exc, f"cannot use the database {_shown_url(ctx)}: {_first_line(exc)}; check "
+                       "--db (or SIMCONS_DB) names a reachable SQLite file or PostgreSQL database")
+        except ModuleNotFoundError as exc:
+            _fail(exc, f"{exc}; install the package that provides {exc.name!r} "
+                       "(PostgreSQL: pip install 'psycopg[binary]')")
+
+
+def _fail(exc: BaseException, message: str) -> None:
+    """One red line on stderr and exit status 2 (SIMCONS_DEBUG=1: the traceback instead)."""
+    if os.environ.get("SIMCONS_DEBUG"):
+        raise exc
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(2)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+def _shown_url(ctx: click.Context) -> str:
+    from sqlalchemy.engine import make_url
+
+    env = ctx.obj
+    try:
+        return make_url(env.url).render_as_string(hide_password=True) if env else "?"
+    except ArgumentError:
+        return repr(env.url)
 
 
 @click.group(cls=SimconsGroup)

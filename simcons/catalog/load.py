@@ -80,41 +80,83 @@ def read_yaml(path: Path) -> Catalog:
         raise CatalogError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(doc, dict):
         raise CatalogError(f"{path}: expected a mapping with `models:` and/or `datasets:` lists")
-    models = tuple(model_from_mapping(m, where=f"{path}") for m in doc.get("models") or [])
-    datasets = tuple(dataset_from_mapping(d, where=f"{path}") for d in doc.get("datasets") or [])
-    return Catalog(models=models, datasets=datasets)
+    unknown = set(doc) - {"models", "datasets"}
+    if unknown:
+        raise CatalogError(f"{path}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; "
+                           "a catalog has `models:` and `datasets:`")
+    models = tuple(model_from_mapping(m, where=f"{path}", strict=True)
+                   for m in _entries(doc, "models", path))
+    datasets = tuple(dataset_from_mapping(d, where=f"{path}")
+                     for d in _entries(doc, "datasets", path))
+    return Catalog(models=_unique(models, path), datasets=_unique(datasets, path))
+
+
+def _entries(doc: dict, section: str, path: Path) -> list[dict]:
+    """The mappings of one section, each checked to be a mapping."""
+    entries = doc.get(section) or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise CatalogError(f"{path}: `{section}:` must be a list of mappings "
+                           f"(`- key: ...` entries)")
+    return entries
+
+
+def _unique(specs: tuple, where: Path | str) -> tuple:
+    """The specs, refusing a key given twice in one catalog."""
+    seen: set[str] = set()
+    twice = sorted({s.key for s in specs if s.key in seen or seen.add(s.key)})
+    if twice:
+        raise CatalogError(f"{where}: key(s) given twice: {', '.join(twice)}")
+    return specs
 
 
 def read_models_csv(path: Path) -> list[ModelSpec]:
     """Read models from a CSV: simcons' own columns, or the paper's (with a `source` column)."""
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [
+    rows = _csv_rows(path)
+    return list(_unique(tuple(
         (_paper_model(row) if "source" in row else model_from_mapping(row, where=str(path)))
         for row in rows
-    ]
+    ), path))
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV file as mappings."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           "save the CSV as UTF-8") from exc
 
 
 def read_datasets_csv(path: Path) -> list[DatasetSpec]:
     """Read datasets from a CSV: simcons' own columns, or the paper's (no `source` column)."""
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [
+    return list(_unique(tuple(
         dataset_from_mapping(row if row.get("source") else _paper_dataset(row), where=str(path))
-        for row in rows
-    ]
+        for row in _csv_rows(path)
+    ), path))
 
 
-def model_from_mapping(row: dict[str, Any], where: str) -> ModelSpec:
-    """Build a ModelSpec from a YAML mapping or CSV row; unknown columns become attributes."""
+def model_from_mapping(row: dict[str, Any], where: str, *, strict: bool = False) -> ModelSpec:
+    """Build a ModelSpec from a YAML mapping (strict: unknown fields refused) or a CSV row
+    (unknown columns become attributes)."""
     key = str(row.get("key") or "").strip()
     missing = [f for f in ("key", "loader", "model_name", "module_name") if not row.get(f)]
     if missing:
         raise CatalogError(f"{where}: model {key or '?'} lacks {', '.join(missing)}")
+    extra = {k: v for k, v in row.items() if k not in _MODEL_FIELDS}
+    if strict and extra:
+        raise CatalogError(f"{where}: model {key}: unknown field(s) {', '.join(map(str, extra))}; "
+                           "put attributes under `attributes:`")
+    if None in extra:
+        raise CatalogError(f"{where}: model {key}: the row has more fields than the header")
+    for name in ("key", "loader", "model_name", "module_name", "token_rule"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            raise CatalogError(f"{where}: model {key}: {name} must be text, "
+                               f"not {type(row[name]).__name__}")
+    if not isinstance(row.get("attributes") or {}, dict):
+        raise CatalogError(f"{where}: model {key}: attributes must be a mapping name: value")
     attributes = dict(row.get("attributes") or {})
-    attributes.update(
-        {k: v for k, v in row.items() if k not in _MODEL_FIELDS and v not in (None, "")}
-    )
+    attributes.update({k: v for k, v in extra.items() if v not in (None, "")})
     return ModelSpec(
         key=key,
         loader=str(row["loader"]),
@@ -123,8 +165,8 @@ def model_from_mapping(row: dict[str, Any], where: str) -> ModelSpec:
         token_rule=str(row.get("token_rule") or "none"),
         loader_params=_json_field(row.get("loader_params"), f"{where}: model {key} loader_params"),
         attributes={str(k): str(v) for k, v in attributes.items()},
-        embedding_dim=_int_or_none(row.get("embedding_dim")),
-        n_params=_int_or_none(row.get("n_params")),
+        embedding_dim=_int_or_none(row.get("embedding_dim"), f"{where}: model {key} embedding_dim"),
+        n_params=_int_or_none(row.get("n_params"), f"{where}: model {key} n_params"),
     )
 
 
@@ -164,8 +206,8 @@ def _paper_model(row: dict[str, str]) -> ModelSpec:
         token_rule=_PAPER_TOKEN.get(row.get("token_extraction") or "", "none"),
         loader_params=params,
         attributes={a: row[a] for a in CORE_ATTRIBUTES if row.get(a)},
-        embedding_dim=_int_or_none(row.get("embedding_dim")),
-        n_params=_int_or_none(row.get("n_params")),
+        embedding_dim=_int_or_none(row.get("embedding_dim"), f"paper model {row['key']}"),
+        n_params=_int_or_none(row.get("n_params"), f"paper model {row['key']}"),
     )
 
 
@@ -195,7 +237,13 @@ def _json_field(value: Any, what: str) -> dict[str, Any]:
     return parsed
 
 
-def _int_or_none(value: Any) -> int | None:
+def _int_or_none(value: Any, what: str) -> int | None:
     if value in (None, ""):
         return None
-    return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer():
+        raise CatalogError(f"{what}: {value!r} is not a whole number")
+    return int(number)

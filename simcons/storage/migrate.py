@@ -46,9 +46,20 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the store to `revision`, serialised on PostgreSQL by an advisory lock."""
+    """Bring the store to `revision`, serialised on PostgreSQL by an advisory lock.
+
+    A database that holds tables but no simcons revision is refused, never written to.
+    """
     with engine.begin() as conn:
         _lock(conn)
+        if MigrationContext.configure(conn).get_current_revision() is None:
+            tables = inspect(conn).get_table_names()
+            if tables:
+                where = engine.url.render_as_string(hide_password=True)
+                raise SchemaError(
+                    f"{where} holds other tables ({', '.join(sorted(tables)[:5])}) and no "
+                    "simcons store; give simcons an empty database of its own"
+                )
         command.upgrade(_config(conn), revision)
 
 
@@ -64,12 +75,12 @@ def _lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _UPGRADE_LOCK})
 
 
-def check_schema(engine: Engine) -> None:
+def check_schema(engine: Engine, shown_url: str | None = None) -> None:
     """Raise SchemaError unless the store exists and is at this simcons' head revision."""
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url or engine.url.render_as_string(hide_password=True)
     if current is None:
         tables = inspect(engine).get_table_names()
         hint = "it has tables but no simcons revision" if tables else "it is empty"

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, TextClause, UniqueConstraint, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -59,7 +60,7 @@ class ResultStore:
         self.url = url
         self.engine: Engine = make_engine(url, read_only=read_only)
         if check:
-            check_schema(self.engine)
+            check_schema(self.engine, make_url(url).render_as_string(hide_password=True))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
