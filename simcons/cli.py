@@ -335,7 +335,7 @@ def _rule(split: str, max_samples: int, per_class: int | None, seed: int):  # no
 @_per_class_opt
 @_seed_opt
 @_device_opt
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.pass_obj
 def extract(
     env: Env,
@@ -394,12 +394,11 @@ def similarity(
     recompute: bool,
 ) -> None:
     """Compute pairwise similarities from stored features; stored pairs are skipped."""
-    from simcons.metrics import Metric
     from simcons.workflow import run_similarities
 
+    parsed = _metrics(metrics)
     store = env.store()
     ctx = env.context(store, device)
-    parsed = [Metric.from_slug(s.strip()) for s in metrics.split(",") if s.strip()]
     outcomes = run_similarities(
         ctx,
         store.models(_model_keys(store, models)),
@@ -443,6 +442,12 @@ def consistency(
 ) -> None:
     """Similarity consistency R(Theta, Phi): rho for every pair of datasets, and its summary."""
     results = _consistency(env.store(read_only=True), metric, theta, phi, by, datasets, method)
+    if not any(len(r.table) for r in results):
+        raise StoreError(
+            "no dataset pair to correlate: R needs two datasets that both hold more than 2 of "
+            f"the selected model pairs for {metric} (sets with 2 or fewer pairs are skipped, as "
+            "in the paper); select more models or datasets, or compute their pairs first"
+        )
     if rows and not by:
         for r in results:
             _print_table(list(r.table.columns), r.table.itertuples(index=False))
@@ -516,7 +521,7 @@ def _probe_setup(seeds: str, train_max: int, test_split: str, test_max: int, spl
     return ProbeSetup(
         train=SubsetRule(split=split, max_samples=train_max or None, seed=seed),
         test=SubsetRule(split=test_split, max_samples=test_max or None, seed=seed),
-        seeds=tuple(int(s) for s in seeds.split(",") if s.strip()),
+        seeds=_seeds(seeds),
         config=_probe_config(settings),
     )
 
@@ -553,7 +558,7 @@ def _probe_config(settings: Sequence[str]) -> dict:
 @_seed_opt
 @_probe_set_opt
 @_device_opt
-@click.option("--batch-size", type=int, default=64, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Extraction batch size (for features not yet extracted).")
 @click.pass_obj
 def probe(env: Env, models: str, datasets: str, seeds: str, split: str, train_max_samples: int,
@@ -611,9 +616,9 @@ def gaps(env: Env, metric: str, accuracy: str, models: str, csv_path: str | None
 @_max_opt
 @_per_class_opt
 @_seed_opt
-@click.option("--block-pairs", type=int, default=None,
+@click.option("--block-pairs", type=click.IntRange(min=1), default=None,
               help="At most this many model pairs per similarity job (default: one block).")
-@click.option("--max-attempts", type=int, default=3, show_default=True)
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--probes/--no-probes", default=False, show_default=True,
               help="Also queue linear probes (and the extractions they need).")
 @_seeds_opt
@@ -627,14 +632,13 @@ def plan_command(env: Env, models: str, datasets: str, metrics: str, split: str,
                  max_attempts: int, probes: bool, seeds: str, train_max_samples: int,
                  test_split: str, test_max_samples: int, probe_settings: Sequence[str]) -> None:
     """Queue the work for workers: only what is neither stored nor queued yet."""
-    from simcons.metrics import Metric
     from simcons.plan import plan
     from simcons.storage.jobs import JobQueue
 
     store = env.store()
     report = plan(env.context(store, "cpu", progress=False), JobQueue(store),
                   store.models(_model_keys(store, models)), _datasets(store, datasets),
-                  [Metric.from_slug(s.strip()) for s in metrics.split(",") if s.strip()],
+                  _metrics(metrics),
                   _rule(split, max_samples, per_class, seed), block_pairs=block_pairs,
                   probes=_probe_setup(seeds, train_max_samples, test_split, test_max_samples,
                                       split, seed, probe_settings) if probes else None,
@@ -775,9 +779,9 @@ def sql(env: Env, statement: str, csv_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--samples", type=int, default=300, show_default=True,
+@click.option("--samples", type=click.IntRange(min=4), default=300, show_default=True,
               help="Stratified train samples per dataset (similarities and probe training).")
-@click.option("--test-samples", type=int, default=100, show_default=True,
+@click.option("--test-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Stratified test samples per dataset for the probes.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Probe seeds.")
 @_device_opt
@@ -788,9 +792,8 @@ def demo(env: Env, samples: int, test_samples: int, seeds: str, device: str, met
     """The main job on the built-in demo: real packaged weights and random-init controls."""
     from simcons.demo import run_demo
 
-    run_demo(env, samples=samples, test_samples=test_samples,
-             seeds=tuple(int(s) for s in seeds.split(",") if s.strip()), device=device,
-             metrics=[m.strip() for m in metrics.split(",") if m.strip()])
+    run_demo(env, samples=samples, test_samples=test_samples, seeds=_seeds(seeds),
+             device=resolve_device(device), metrics=[m.slug for m in _metrics(metrics)])
 
 
 # ---- shared helpers ------------------------------------------------------------------------------
@@ -804,7 +807,30 @@ def _model_keys(store: ResultStore, where: str) -> list[str]:
 
 def _datasets(store: ResultStore, datasets: str):  # noqa: ANN202
     keys = None if datasets == "all" else [k.strip() for k in datasets.split(",") if k.strip()]
+    if keys == []:
+        raise click.UsageError("--datasets names no dataset; give `all` or a comma list of keys")
     return store.datasets(keys)
+
+
+def _metrics(metrics: str) -> list:
+    """Parse a comma list of metric slugs (at least one)."""
+    from simcons.metrics import Metric
+
+    slugs = list(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))
+    if not slugs:
+        raise click.UsageError("--metrics names no metric; e.g. cka_kernel_linear_unbiased")
+    return [Metric.from_slug(slug) for slug in slugs]
+
+
+def _seeds(seeds: str) -> tuple[int, ...]:
+    """Parse a comma list of distinct integer seeds (at least one)."""
+    try:
+        parsed = tuple(dict.fromkeys(int(x) for x in seeds.split(",") if x.strip()))
+    except ValueError as exc:
+        raise click.UsageError(f"--seeds {seeds!r}: give whole numbers, e.g. 0,1,2") from exc
+    if not parsed or min(parsed) < 0:
+        raise click.UsageError(f"--seeds {seeds!r}: give one or more seeds >= 0, e.g. 0,1,2")
+    return parsed
 
 
 def _report(outcomes: list) -> None:

@@ -223,6 +223,12 @@ def missing_pairs(
     return out
 
 
+def _subset_options(subset: SubsetRecord) -> str:
+    """The extract options that draw this subset again."""
+    options = f"--split {subset.split} --max-samples {subset.max_samples or 0} --seed {subset.seed}"
+    return options + (f" --per-class {subset.per_class}" if subset.per_class else "")
+
+
 def stored_features(ctx: Context, model: str, d: DatasetSpec, subset: SubsetRecord):  # noqa: ANN201
     """(FeatureFile, extraction id) of one finished extraction, read and checked."""
     from simcons.extract.features import read_features
@@ -231,7 +237,8 @@ def stored_features(ctx: Context, model: str, d: DatasetSpec, subset: SubsetReco
     if record is None or record.status != "done":
         raise StoreError(
             f"no finished extraction of {model} on {d.key} [{subset.split}]; run "
-            f"`simcons extract --models {model} --datasets {d.key} --split {subset.split}` first"
+            f"`simcons extract --models {model} --datasets {d.key} {_subset_options(subset)}` "
+            "first"
         )
     path = ctx.home / record.path
     ff = read_features(path)
@@ -335,6 +342,8 @@ def run_similarities(
     rule: SubsetRule, *, recompute: bool = False, log: Callable[[str], None] = print,
 ) -> list[Outcome]:
     """Compute the pairs not yet stored, per dataset and metric, from the stored features."""
+    if len({m.key for m in models}) < 2:
+        raise StoreError("similarities are of model pairs: select at least two models")
     outcomes = []
     for d in datasets:
         subset, _ = resolve_subset(ctx, d, rule)

@@ -89,3 +89,63 @@ def test_unknown_things_are_named(run):
     assert result.exit_code == 2 and "unknown dataset 'no_such_dataset'" in result.output
     result = run("consistency", "--metric", "cka_kernel_linear_unbiased")
     assert result.exit_code == 2 and "no pairs stored" in result.output
+
+
+def test_bad_databases_and_options_get_one_clear_line(run, tmp_path):
+    not_db = tmp_path / "notes.txt"
+    not_db.write_text("hello")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--db", f"sqlite:///{not_db}", "db", "status"])
+    assert result.exit_code == 2 and "cannot use the database" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = runner.invoke(main, ["--db", "garbage", "models"])
+    assert result.exit_code == 2 and "check --db" in result.output
+    run("db", "init")
+    run("ingest", "demo")
+    assert "--metrics names no metric" in run("similarity", "--metrics", "").output
+    assert "--datasets names no dataset" in run("similarity", "--datasets", "").output
+    assert "give whole numbers" in run("probe", "--seeds", "a,b").output
+    assert "use auto, cpu, cuda" in run("extract", "--device", "tpu").output
+    assert run("plan", "--block-pairs", "0").exit_code == 2
+    result = run("similarity", "--models", "models:efficientnet-lite0")
+    assert result.exit_code == 2 and "at least two models" in result.output
+
+
+def test_foreign_database_is_not_initialised(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE models (x INTEGER)")
+        conn.execute("INSERT INTO models VALUES (7)")
+    result = CliRunner().invoke(main, ["--db", f"sqlite:///{path}", "db", "init"])
+    assert result.exit_code == 2 and "holds other tables (models)" in result.output
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT x FROM models").fetchall() == [(7,)]
+
+
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT 1) TO '/tmp/simcons-copy-test.txt'",
+    "SELECT pg_read_file('/etc/hostname')",
+    "SELECT 1; DELETE FROM models",
+    "ATTACH DATABASE '/tmp/simcons-attach.db' AS x",
+    "PRAGMA writable_schema=ON",
+])
+def test_sql_refuses_what_a_read_only_transaction_allows(run, statement):
+    run("db", "init")
+    result = run("sql", statement)
+    assert result.exit_code == 2 and "simcons sql" in result.output
+
+
+def test_consistency_explains_an_empty_result(run, sqlite_url):
+    from simcons.storage import PairValue, ResultStore
+
+    run("db", "init")
+    run("ingest", "demo")
+    st = ResultStore(sqlite_url)
+    st.ensure_metric("cka_kernel_linear_unbiased", "cka", {})
+    for d in ("demo/digits", "demo/mnist"):
+        st.upsert_pairs(d, "cka_kernel_linear_unbiased",
+                        [PairValue("efficientnet-lite0", "mobilenetv2-deepsort", 0.5)])
+    result = run("consistency", "--theta", "models:efficientnet-lite0,mobilenetv2-deepsort")
+    assert result.exit_code == 2 and "2 or fewer pairs are skipped" in result.output
