@@ -47,7 +47,7 @@ def run_demo(  # noqa: PLR0913
 
     click.secho(
         f"== extracting {len(models)} models x {len(datasets)} datasets "
-        f"(<= {samples} stratified train samples each, device {ctx.device})",
+        f"(about {samples} stratified train samples each, device {ctx.device})",
         bold=True,
     )
     _report_soft(run_extractions(ctx, models, datasets, rule, log=click.echo), _report)
@@ -72,7 +72,7 @@ def run_demo(  # noqa: PLR0913
         train=rule, test=SubsetRule(split="test", max_samples=test_samples, seed=42), seeds=seeds
     )
     click.secho(
-        f"\n== linear probes (train: the same {samples} samples, test: <= {test_samples} "
+        f"\n== linear probes (train: the same {samples} samples, test: about {test_samples} "
         f"stratified test samples, seeds {', '.join(map(str, seeds))})",
         bold=True,
     )

@@ -121,7 +121,7 @@ def validate(options: SlurmOptions, db_url: str, *, allow_sqlite: bool) -> None:
         raise ValueError(
             f"database {mask_password(db_url)} is SQLite: its file locking is unreliable on "
             "shared filesystems (NFS, Lustre, GPFS) with workers on many nodes; use PostgreSQL "
-            "(--db postgresql://user@host/dbname), or pass --allow-sqlite / allow_sqlite=True "
+            "(--db postgresql://user@host/dbname), or pass --allow-sqlite "
             "if every task runs on one node with a local disk"
         )
     if options.tasks < 1:
