@@ -107,13 +107,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _shown_url(ctx: click.Context) -> str:
-    from sqlalchemy.engine import make_url
-
-    env = ctx.obj
-    try:
-        return make_url(env.url).render_as_string(hide_password=True) if env else "?"
-    except ArgumentError:
-        return repr(env.url)
+    return _where(ctx.obj) if ctx.obj else "?"
 
 
 @click.group(cls=SimconsGroup)
@@ -195,9 +189,13 @@ def db_status(env: Env) -> None:
 
 
 def _where(env: Env) -> str:
+    """The store's URL as shown to the user: password hidden, or as given if unparsable."""
     from sqlalchemy.engine import make_url
 
-    return make_url(env.url).render_as_string(hide_password=True)
+    try:
+        return make_url(env.url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(env.url)
 
 
 # ---- ingest --------------------------------------------------------------------------------------
@@ -361,7 +359,7 @@ def extract(
         batch_size=batch_size,
         log=click.echo,
     )
-    _report(outcomes)
+    sys.exit(1 if _report(outcomes) else 0)
 
 
 @main.command()
@@ -408,7 +406,7 @@ def similarity(
         recompute=recompute,
         log=click.echo,
     )
-    _report(outcomes)
+    sys.exit(1 if _report(outcomes) else 0)
 
 
 @main.command()
@@ -575,7 +573,7 @@ def probe(env: Env, models: str, datasets: str, seeds: str, split: str, train_ma
     for o in outcomes:
         if o.what.startswith("probe") and o.status == "done":
             click.echo(f"{o.what}: {o.detail}")
-    _report(outcomes)
+    sys.exit(1 if _report(outcomes) else 0)
 
 
 @main.command()
@@ -833,14 +831,14 @@ def _seeds(seeds: str) -> tuple[int, ...]:
     return parsed
 
 
-def _report(outcomes: list) -> None:
+def _report(outcomes: list) -> bool:
+    """Print done/skipped/failed counts and the failures; True when something failed."""
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
     for o in outcomes:
         if o.status == "failed":
             click.echo(f"  failed: {o.what}: {o.detail}", err=True)
-    if counts["failed"]:
-        sys.exit(1)
+    return counts["failed"] > 0
 
 
 def _fmt(value: object) -> str:

@@ -45,15 +45,6 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-__all__ = [
-    "ProbeConfig",
-    "ProbeError",
-    "ProbeResult",
-    "fit_probe",
-    "probe_metrics",
-    "search_weight_decay",
-]
-
 
 class ProbeError(ValueError):
     """Raised for inputs or settings a linear probe cannot be fitted on."""

@@ -354,29 +354,25 @@ class ResultStore:
 
     def pair_values(self, dataset: str, metric: str) -> dict[tuple[str, str], float]:
         """Stored similarities of one dataset and metric, keyed by (model_a, model_b) as stored."""
-        with self._session() as s:
-            sql = text(
-                "SELECT ma.key, mb.key, p.value FROM pair_similarities p "
-                "JOIN models ma ON ma.id = p.model_a_id JOIN models mb ON mb.id = p.model_b_id "
-                "JOIN datasets d ON d.id = p.dataset_id JOIN metrics m ON m.id = p.metric_id "
-                "WHERE d.key = :d AND m.slug = :m"
-            )
-            return {(a, b): v for a, b, v in s.execute(sql, {"d": dataset, "m": metric})}
+        return {(a, b): v for a, b, v in self._pairs(dataset, metric, "p.value")}
 
     def pair_provenance(
         self, dataset: str, metric: str
     ) -> dict[tuple[str, str], tuple[int | None, int | None, str]]:
         """(extraction_a, extraction_b, source) of each stored pair, keyed as stored."""
+        rows = self._pairs(dataset, metric, "p.extraction_a_id, p.extraction_b_id, p.source")
+        return {(a, b): (ea, eb, src) for a, b, ea, eb, src in rows}
+
+    def _pairs(self, dataset: str, metric: str, columns: str) -> list[tuple]:
+        """(model_a key, model_b key, *columns) of the stored pairs of one dataset and metric."""
+        sql = text(
+            f"SELECT ma.key, mb.key, {columns} FROM pair_similarities p "
+            "JOIN models ma ON ma.id = p.model_a_id JOIN models mb ON mb.id = p.model_b_id "
+            "JOIN datasets d ON d.id = p.dataset_id JOIN metrics m ON m.id = p.metric_id "
+            "WHERE d.key = :d AND m.slug = :m"
+        )
         with self._session() as s:
-            sql = text(
-                "SELECT ma.key, mb.key, p.extraction_a_id, p.extraction_b_id, p.source "
-                "FROM pair_similarities p "
-                "JOIN models ma ON ma.id = p.model_a_id JOIN models mb ON mb.id = p.model_b_id "
-                "JOIN datasets d ON d.id = p.dataset_id JOIN metrics m ON m.id = p.metric_id "
-                "WHERE d.key = :d AND m.slug = :m"
-            )
-            return {(a, b): (ea, eb, src) for a, b, ea, eb, src in
-                    s.execute(sql, {"d": dataset, "m": metric})}
+            return [tuple(r) for r in s.execute(sql, {"d": dataset, "m": metric})]
 
     # ---- probes ---------------------------------------------------------------------------------
 
